@@ -1,0 +1,74 @@
+# vae-serving: every command a developer, CI or an operator needs.
+# `make serve` and `make test` work on a fresh clone: they create .venv/ and install first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Extras installed into .venv for each use; the stamp files make installs happen once.
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+FULL_STAMP := $(VENV)/.full-installed
+
+.PHONY: serve test model data sweep gen lint image tools loadtest bench soak clean help
+
+help:
+	@echo "make serve     serve the bundled model (gRPC :50051, metrics :9090)"
+	@echo "make test      install everything and run the whole test suite"
+	@echo "make model     data -> train -> export -> pictures into models/vae-mnist/1"
+	@echo "make sweep     the training hyper-parameter sweep"
+	@echo "make image     build the container image (podman or docker)"
+	@echo "make loadtest  run every ghz scenario (ghz if on PATH, else our generator)"
+	@echo "make bench     the benchmark against gRPC's floor and onnxruntime's limit"
+	@echo "make soak      a long mixed load, reporting RSS and open files"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): pyproject.toml protos/vae/v1/vae.proto | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e ".[codegen,client]"
+	PYTHON=$(PY) protos/generate.sh gen
+	# Again, now that gen/ exists, so the editable install maps the generated package too.
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+$(FULL_STAMP): $(RUNTIME_STAMP)
+	$(BIN)/pip install --quiet -e ".[codegen,client,export,test]"
+	@touch $@
+
+gen: $(RUNTIME_STAMP)
+	PYTHON=$(PY) protos/generate.sh gen
+
+serve: $(RUNTIME_STAMP)
+	$(PY) -m service
+
+test: $(FULL_STAMP)
+	scripts/install-tools.sh
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+data: $(FULL_STAMP)
+	$(PY) -m export.convert_mnist
+
+model: $(FULL_STAMP)
+	$(PY) -m export.pipeline
+
+sweep: $(FULL_STAMP)
+	$(PY) -m export.sweep
+
+image: $(RUNTIME_STAMP)
+	scripts/build-image.sh
+
+tools:
+	scripts/install-tools.sh
+
+loadtest: $(RUNTIME_STAMP)
+	$(PY) -m loadtest.scenarios
+
+bench: $(FULL_STAMP)
+	$(PY) -m bench
+
+soak: $(FULL_STAMP)
+	$(PY) -m bench.soak
+
+clean:
+	rm -rf $(VENV) gen .tools .pytest_cache

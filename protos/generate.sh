@@ -1,0 +1,16 @@
+#!/bin/sh
+# Generate the Python gRPC code and mypy stubs for protos/ into OUT (default: gen/).
+# Used by the Makefile and by the Dockerfile's build stage, so both produce the same code.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-"$here/../gen"}
+python=${PYTHON:-python3}
+mkdir -p "$out"
+# The mypy plugins live beside the interpreter that has grpcio-tools.
+PATH="$("$python" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$PATH"
+export PATH
+"$python" -m grpc_tools.protoc -I "$here" \
+    --python_out="$out" --grpc_python_out="$out" \
+    --mypy_out="$out" --mypy_grpc_out="$out" \
+    "$here/vae/v1/vae.proto"
+touch "$out/vae/__init__.py" "$out/vae/v1/__init__.py"
