@@ -158,8 +158,9 @@ async def resolve_by_reflection(
 def resolve_from_proto(proto: str, import_paths: Sequence[str], call: str) -> ResolvedMethod:
     """Describe `call` from a .proto file, compiled in-process by grpcio-tools' protoc.
 
-    Like ghz: paths are relative to the working directory, which is searched for imports
-    together with `import_paths` and the .proto file's own directory.
+    Like ghz: paths are relative to the working directory; the file is looked for there and
+    under `import_paths`, and imports are looked for under `import_paths`, the working
+    directory and the file's own directory.
     """
     try:
         # Optional: reflection needs no compiler, so grpcio-tools is not a runtime dependency.
@@ -169,13 +170,15 @@ def resolve_from_proto(proto: str, import_paths: Sequence[str], call: str) -> Re
             "--proto needs grpcio-tools (pip install 'vae-serving[codegen]'); "
             "or leave out --proto to use server reflection"
         ) from None
-    proto_path = Path(proto)
-    if not proto_path.is_file():
+    # protoc matches a file to an import path by exact prefix, so every path is made absolute.
+    includes = [Path(include).resolve() for include in (*import_paths, ".")]
+    candidates = [Path(proto).resolve(), *(include / proto for include in includes)]
+    proto_path = next((path for path in candidates if path.is_file()), None)
+    if proto_path is None:
         raise DescriptorError(f"no such .proto file: {proto}")
+    if not any(proto_path.is_relative_to(include) for include in includes):
+        includes.append(proto_path.parent)
     well_known = importlib.resources.files("grpc_tools") / "_proto"
-    includes = [*import_paths, "."]
-    if not any(_is_under(proto_path, Path(include)) for include in includes):
-        includes.append(str(proto_path.parent))
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "set.pb")
         args = ["protoc", *(f"-I{include}" for include in includes), f"-I{well_known}"]
@@ -184,7 +187,3 @@ def resolve_from_proto(proto: str, import_paths: Sequence[str], call: str) -> Re
             raise DescriptorError(f"protoc could not compile {proto} (its messages are above)")
         file_set = descriptor_pb2.FileDescriptorSet.FromString(Path(out).read_bytes())
     return method_from_files(file_set.file, call, proto)
-
-
-def _is_under(path: Path, directory: Path) -> bool:
-    return path.resolve().is_relative_to(directory.resolve())

@@ -1,0 +1,256 @@
+"""The load itself, in one process: channels, workers, and one sample per call.
+
+Requests are pre-serialized bytes sent through a method without serializers, and responses stay
+bytes, so the client spends its time on gRPC rather than on protobuf.
+
+Closed loop (ghz's model): `concurrency` workers, each sending its next request when the last
+one is answered. Open loop (with `rps`): arrival j is due at start + j/rps whatever the server
+does, and its latency runs from that intended time, so a stalled server shows as a long tail
+instead of as fewer, fast samples (coordinated omission).
+"""
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+# Large responses (Sample count 4096 is ~12.8 MB) must not hit gRPC's 4 MB default; each
+# channel is its own connection, as ghz's --connections means.
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.use_local_subchannel_pool", 1),
+)
+
+
+class ConnectError(ConnectionError):
+    """The target could not be reached within the connect timeout."""
+
+
+@dataclass(frozen=True)
+class Security:
+    """How to connect: plaintext, or TLS with optional root certificates and a client cert."""
+
+    insecure: bool = False
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+    cname: str = ""
+
+
+def open_channel(target: str, security: Security) -> grpc.aio.Channel:
+    """A channel of its own connection to `target`, plaintext or TLS as `security` says."""
+    if security.insecure:
+        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+
+    def read(path: str) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(security.cacert),
+        private_key=read(security.key),
+        certificate_chain=read(security.cert),
+    )
+    options: tuple[tuple[str, int | str], ...] = _CHANNEL_OPTIONS
+    if security.cname:
+        options += (("grpc.ssl_target_name_override", security.cname),)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+async def connect(target: str, security: Security, timeout_s: float) -> grpc.aio.Channel:
+    """An open channel to `target`, ready to send, or ConnectError."""
+    channel = open_channel(target, security)
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout_s or None)
+    except TimeoutError:
+        await channel.close()
+        raise ConnectError(f"cannot connect to {target} within {timeout_s:g} s") from None
+    return channel
+
+
+@dataclass(frozen=True)
+class Share:
+    """The part of a run that one process sends."""
+
+    target: str
+    security: Security
+    path: str
+    payloads: tuple[bytes, ...]
+    concurrency: int
+    connections: int
+    total: int  # calls (closed loop) or arrivals (open loop) of the whole run; 0: by duration
+    duration_s: float
+    timeout_s: float
+    connect_timeout_s: float
+    rps: float  # of the whole run; this process takes every `stride`-th arrival
+    metadata: tuple[tuple[str, str], ...]
+    index: int  # this process's place among `stride` processes
+    stride: int
+
+
+@dataclass
+class Samples:
+    """One row per call: when it was (due to be) sent, how long it took, how it ended."""
+
+    start_ns: np.ndarray  # int64, time.monotonic_ns(): intended (open loop) or actual send
+    latency_ns: np.ndarray  # int64
+    status: np.ndarray  # int16, grpc.StatusCode value
+    error: np.ndarray  # int32, index into `errors`, -1 for none
+    errors: list[str]
+    cpu_s: float = 0.0  # user+system CPU time of the process(es) that sent them
+
+    @staticmethod
+    def merge(parts: Sequence["Samples"]) -> "Samples":
+        """All rows of `parts`, with their error texts renumbered into one list."""
+        errors: list[str] = []
+        error_ids = []
+        for part in parts:
+            lookup = np.array([*_intern_all(errors, part.errors), -1], dtype=np.int32)
+            error_ids.append(lookup[part.error])
+        return Samples(
+            start_ns=np.concatenate([p.start_ns for p in parts]),
+            latency_ns=np.concatenate([p.latency_ns for p in parts]),
+            status=np.concatenate([p.status for p in parts]),
+            error=np.concatenate(error_ids),
+            errors=errors,
+            cpu_s=sum(p.cpu_s for p in parts),
+        )
+
+
+def _intern_all(errors: list[str], texts: list[str]) -> list[int]:
+    ids = []
+    for text in texts:
+        if text not in errors:
+            errors.append(text)
+        ids.append(errors.index(text))
+    return ids
+
+
+# Go's names for the status codes, which ghz prints and writes into its JSON.
+GO_CODE_NAMES = {
+    code.value[0]: "".join(part.title() for part in code.name.split("_"))
+    for code in grpc.StatusCode
+}
+GO_CODE_NAMES[grpc.StatusCode.CANCELLED.value[0]] = "Canceled"
+GO_CODE_NAMES[grpc.StatusCode.OK.value[0]] = "OK"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.start_ns: list[int] = []
+        self.latency_ns: list[int] = []
+        self.status: list[int] = []
+        self.error: list[int] = []
+        self._error_ids: dict[str, int] = {}
+
+    def add(self, start_ns: int, end_ns: int, status: int, error: str) -> None:
+        self.start_ns.append(start_ns)
+        self.latency_ns.append(end_ns - start_ns)
+        self.status.append(status)
+        self.error.append(self._error_ids.setdefault(error, len(self._error_ids)) if error else -1)
+
+    def samples(self) -> Samples:
+        return Samples(
+            start_ns=np.array(self.start_ns, dtype=np.int64),
+            latency_ns=np.array(self.latency_ns, dtype=np.int64),
+            status=np.array(self.status, dtype=np.int16),
+            error=np.array(self.error, dtype=np.int32),
+            errors=list(self._error_ids),
+        )
+
+
+# One call: its number in the run, and the monotonic time its latency counts from.
+_Call = Callable[[int, int], Awaitable[None]]
+
+
+async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns: int) -> Samples:
+    """Send this process's share of the load from `start_ns` (monotonic) on, and record it."""
+    calls = [channel.unary_unary(share.path) for channel in channels]
+    timeout = share.timeout_s or None
+    metadata = share.metadata or None
+    payloads = share.payloads
+    recorder = _Recorder()
+    ok = grpc.StatusCode.OK.value[0]
+
+    async def call(number: int, start: int) -> None:
+        try:
+            await calls[number % len(calls)](
+                payloads[number % len(payloads)], timeout=timeout, metadata=metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            text = f"rpc error: code = {GO_CODE_NAMES[code.value[0]]} desc = {error.details()}"
+            recorder.add(start, time.monotonic_ns(), code.value[0], text)
+        else:
+            recorder.add(start, time.monotonic_ns(), ok, "")
+
+    await _sleep_until(start_ns)
+    if share.rps:
+        await _open_loop(share, start_ns, call)
+    else:
+        await _closed_loop(share, start_ns, call)
+    return recorder.samples()
+
+
+async def _closed_loop(share: Share, start_ns: int, call: _Call) -> None:
+    end_ns = start_ns + int(share.duration_s * 1e9) if share.duration_s else 0
+    # Calls are numbered across processes (this process takes every stride-th number), so that
+    # the payloads go round-robin over the whole run as in ghz.
+    numbers: Iterator[int]
+    if end_ns:
+        numbers = itertools.count(share.index, share.stride)
+    else:
+        numbers = iter(range(share.index, share.total, share.stride))
+
+    async def worker() -> None:
+        for number in numbers:
+            start = time.monotonic_ns()
+            if end_ns and start >= end_ns:
+                return
+            await call(number, start)
+
+    await asyncio.gather(*(worker() for _ in range(share.concurrency)))
+
+
+async def _open_loop(share: Share, start_ns: int, call: _Call) -> None:
+    arrivals = share.total if not share.duration_s else math.floor(share.duration_s * share.rps)
+    interval_ns = 1e9 / share.rps
+    in_flight = asyncio.Semaphore(share.concurrency)
+    tasks: set[asyncio.Task] = set()
+
+    async def one(number: int, due_ns: int) -> None:
+        try:
+            await call(number, due_ns)
+        finally:
+            in_flight.release()
+
+    for number in range(share.index, arrivals, share.stride):
+        due_ns = start_ns + int(number * interval_ns)
+        await _sleep_until(due_ns)
+        # When `concurrency` calls are in flight the next one waits here; its latency still
+        # counts from its due time, so the wait is measured, not hidden.
+        await in_flight.acquire()
+        task = asyncio.create_task(one(number, due_ns))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+
+
+async def _sleep_until(when_ns: int) -> None:
+    delay_ns = when_ns - time.monotonic_ns()
+    if delay_ns > 0:
+        await asyncio.sleep(delay_ns / 1e9)
+
+
+async def open_channels(share: Share) -> list[grpc.aio.Channel]:
+    """This share's connections, each ready to send."""
+    return [
+        await connect(share.target, share.security, share.connect_timeout_s)
+        for _ in range(share.connections)
+    ]

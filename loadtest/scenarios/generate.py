@@ -1,0 +1,107 @@
+"""Write the ghz scenario files of this folder from the data, so that they are reproducible.
+
+    python -m loadtest.scenarios.generate [--data data/mnist10k.npz]
+
+Encode and Reconstruct send real held-out digits: the first held-out image of each class 0-9,
+round-robin (ghz sends the elements of a data array in turn). Tensors are protobuf JSON: `data`
+in base64, `dtype` by enum name, the int64 `shape` as strings (proto3 JSON's canonical form).
+No file names a .proto: ghz then asks the server's reflection; give `--proto` to use the file.
+"""
+
+import argparse
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtest.scenarios import SCENARIO_DIR
+
+HELD_OUT = 1  # data/mnist10k.npz `split` value of the held-out digits
+HOST = "127.0.0.1:50051"
+# Points of the 2-d latent space to decode: the prior's centre and a ring about one sd out.
+LATENTS = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0), (0.7, 0.7), (-0.7, -0.7)]
+
+
+def tensor(array: np.ndarray, dtype: str) -> dict[str, Any]:
+    """A vae.v1.Tensor in protobuf JSON: little-endian row-major bytes in base64."""
+    little_endian = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return {
+        "shape": [str(size) for size in array.shape],
+        "dtype": dtype,
+        "data": base64.b64encode(little_endian.tobytes()).decode("ascii"),
+    }
+
+
+def held_out_digits(data_path: Path) -> np.ndarray:
+    """The first held-out image of each class, in class order, uint8 (10, 784)."""
+    with np.load(data_path) as data:
+        images, labels, split = data["images"], data["labels"], data["split"]
+    held_out = np.flatnonzero(split == HELD_OUT)
+    firsts = [held_out[labels[held_out] == digit][0] for digit in range(10)]
+    return images[firsts]
+
+
+def scenario(name: str, method: str, load: dict[str, Any], data: Any) -> dict[str, Any]:
+    """One ghz config: what it is, the load, where to, then the call data."""
+    return {
+        "name": name,
+        "call": f"vae.v1.VAEService.{method}",
+        **load,
+        "timeout": "10s",
+        "host": HOST,
+        "insecure": True,
+        "connections": 1,
+        "data": data,
+    }
+
+
+def scenarios(digits: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Every scenario's ghz config, by file stem."""
+    as_uint8 = [{"images": tensor(d.reshape(1, 784), "UINT8")} for d in digits]
+    as_float = [
+        {"images": tensor((d.reshape(1, 28, 28) / 255).astype(np.float32), "FLOAT32")}
+        for d in digits
+    ]
+    latents = [
+        {"latents": tensor(np.array([point], dtype=np.float32), "FLOAT32")} for point in LATENTS
+    ]
+    closed_loop = {"concurrency": 32, "total": 5000}
+    return {
+        "sample-1": scenario("Sample count 1", "Sample", closed_loop, {"count": 1}),
+        "sample-64": scenario(
+            "Sample count 64", "Sample", {"concurrency": 8, "total": 1000}, {"count": 64}
+        ),
+        "encode": scenario("Encode one held-out digit (uint8)", "Encode", closed_loop, as_uint8),
+        "reconstruct": scenario(
+            "Reconstruct one held-out digit (float32, 28x28)",
+            "Reconstruct",
+            {"concurrency": 16, "duration": "10s"},
+            as_float,
+        ),
+        "decode": scenario("Decode one latent point", "Decode", closed_loop, latents),
+    }
+
+
+def write_scenarios(data_path: Path, out_dir: Path = SCENARIO_DIR) -> list[Path]:
+    """Write one `<stem>.json` per scenario into `out_dir`; return their paths."""
+    paths = []
+    for stem, config in scenarios(held_out_digits(data_path)).items():
+        path = out_dir / f"{stem}.json"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    """Parse the flags and write the files."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/mnist10k.npz"))
+    args = parser.parse_args()
+    for path in write_scenarios(args.data):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
