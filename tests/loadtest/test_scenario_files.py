@@ -1,0 +1,67 @@
+"""The shipped ghz scenario files: reproducible, in ghz's format, with real held-out digits."""
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadtest.config import read_ghz_config
+from loadtest.payload import serialize_requests
+from loadtest.scenarios import scenario_files
+from loadtest.scenarios.generate import HELD_OUT, write_scenarios
+from vae.v1 import vae_pb2
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "mnist10k.npz"
+SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VAEService"]
+FILES = scenario_files()
+
+
+def test_every_scenario_of_the_issue_is_shipped() -> None:
+    configs = [json.loads(path.read_text()) for path in FILES]
+    calls = [config["call"] for config in configs]
+    counts = [c["data"]["count"] for c in configs if c["call"].endswith(".Sample")]
+    assert sorted(calls) == sorted(
+        f"vae.v1.VAEService.{m}" for m in ("Decode", "Encode", "Reconstruct", "Sample", "Sample")
+    )
+    assert sorted(counts) == [1, 64]
+
+
+def test_the_files_are_what_the_generator_writes(tmp_path) -> None:
+    written = write_scenarios(DATA, tmp_path)
+    assert {path.name: path.read_text() for path in written} == {
+        path.name: path.read_text() for path in FILES
+    }
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda path: path.stem)
+def test_each_file_is_a_complete_ghz_config(path: Path) -> None:
+    raw = json.loads(path.read_text())
+    # No "proto": ghz then uses server reflection, and `--proto` switches to the file.
+    assert "proto" not in raw
+    assert raw["insecure"] is True
+    assert "timeout" in raw and "concurrency" in raw
+    assert ("total" in raw) != ("duration" in raw)
+    settings = read_ghz_config(path)
+    method = SERVICE.methods_by_name[settings["call"].rsplit(".", 1)[1]]
+    requests = serialize_requests(method, settings["data"])
+    assert len(requests) == len(settings["data"])
+
+
+@pytest.mark.parametrize("stem", ["encode", "reconstruct"])
+def test_images_are_held_out_digits_one_per_class(stem: str) -> None:
+    with np.load(DATA) as data:
+        held_out = data["images"][data["split"] == HELD_OUT]
+        labels = data["labels"][data["split"] == HELD_OUT]
+    call = json.loads((FILES[0].parent / f"{stem}.json").read_text())
+    classes = []
+    for item in call["data"]:
+        tensor = item["images"]
+        dtype = np.uint8 if tensor["dtype"] == "UINT8" else np.dtype("<f4")
+        image = np.frombuffer(base64.b64decode(tensor["data"]), dtype).reshape(1, 784)
+        pixels = np.rint(image * 255).astype(np.uint8) if dtype != np.uint8 else image
+        matches = np.flatnonzero((held_out == pixels).all(axis=1))
+        assert matches.size, f"{stem}: an image is not a held-out digit"
+        classes.append(int(labels[matches[0]]))
+    assert classes == list(range(10))
