@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vae.v1 import vae_pb2
 
 from loadtest.config import read_ghz_config
 from loadtest.payload import serialize_requests
 from loadtest.scenarios import scenario_files
 from loadtest.scenarios.generate import HELD_OUT, write_scenarios
-from vae.v1 import vae_pb2
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "mnist10k.npz"
 SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VAEService"]
