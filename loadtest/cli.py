@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ghz.add_argument("--connect-timeout", help="to connect (10s)")
     ghz.add_argument("-r", "--rps", type=float, help="arrivals per second: open loop, see below")
     ghz.add_argument("--connections", type=int, help="connections to open (1)")
-    ghz.add_argument("--insecure", action="store_true", default=None, help="plaintext")
+    ghz.add_argument(
+        "--insecure", action=argparse.BooleanOptionalAction, help="plaintext (--no-insecure: TLS)"
+    )
     ghz.add_argument("--cacert", help="root certificates to verify the server with")
     ghz.add_argument("--cert", help="client certificate (with --key)")
     ghz.add_argument("--key", help="client private key (with --cert)")

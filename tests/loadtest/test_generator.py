@@ -134,3 +134,17 @@ def test_worker_processes_share_the_load_and_report_their_cpu(slow_server, vae_p
     assert report.cpu_s > 0
     # The two processes' calls are numbered apart, so none is counted twice or left out.
     assert report.count == 40
+
+
+def test_mutual_tls_with_ghz_flags(slow_server, vae_proto, tls_files, capsys) -> None:
+    files = tls_files
+    server_tls = (f"--tls-cert={files['server_cert']}", f"--tls-key={files['server_key']}")
+    host = slow_server(delay_ms=1, tls_flags=(*server_tls, f"--client-ca={files['ca']}"))
+    flags = [host, "--proto", vae_proto, "--call", SAMPLE, "-n", "10", "-c", "2"]
+    flags += ["--cacert", files["ca"], "--cname", "vae.test", "--connect-timeout", "2s"]
+    client = ["--cert", files["client_cert"], "--key", files["client_key"]]
+    assert main([*flags, *client]) == EXIT_OK
+    assert "[OK]   10 responses" in capsys.readouterr().out
+    # Without a client certificate the server refuses the handshake: no run at all.
+    assert main(flags) == EXIT_UNUSABLE
+    assert "cannot connect" in capsys.readouterr().err
