@@ -94,6 +94,14 @@ class Share:
     stride: int
 
 
+async def open_channels(share: Share) -> list[grpc.aio.Channel]:
+    """This share's connections, each ready to send."""
+    return [
+        await connect(share.target, share.security, share.connect_timeout_s)
+        for _ in range(share.connections)
+    ]
+
+
 @dataclass
 class Samples:
     """One row per call: when it was (due to be) sent, how long it took, how it ended."""
@@ -246,11 +254,3 @@ async def _sleep_until(when_ns: int) -> None:
     delay_ns = when_ns - time.monotonic_ns()
     if delay_ns > 0:
         await asyncio.sleep(delay_ns / 1e9)
-
-
-async def open_channels(share: Share) -> list[grpc.aio.Channel]:
-    """This share's connections, each ready to send."""
-    return [
-        await connect(share.target, share.security, share.connect_timeout_s)
-        for _ in range(share.connections)
-    ]
