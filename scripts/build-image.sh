@@ -54,5 +54,11 @@ case "$ENGINE" in
         ;;
 esac
 
-"$ENGINE" "${args[@]}" "$@" .
+if ! "$ENGINE" "${args[@]}" "$@" .; then
+    if [ -z "${BASE_IMAGE:-}" ]; then
+        echo "build-image: no registry to pull python:3.11-slim from? scripts/install-tools.sh" \
+            "makes an offline base: BASE_IMAGE=localhost/py-base:bookworm make image" >&2
+    fi
+    exit 1
+fi
 echo "build-image: built $image with $ENGINE" >&2

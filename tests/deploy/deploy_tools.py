@@ -46,17 +46,25 @@ def find_tool(name: str, *places: Path) -> str:
 
 
 @dataclass(frozen=True)
-class Helm:
-    """The helm binary, with its cache and config kept inside .tools/."""
+class Tool:
+    """A command-line tool run with its own environment."""
 
     binary: str
     env: dict[str, str] = field(repr=False)
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run helm with `args`; the result is returned whatever the exit code."""
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the tool with `args`; the result is returned whatever the exit code."""
         return subprocess.run(
-            [self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120
+            [self.binary, *args], capture_output=True, text=True, env=self.env, timeout=timeout
         )
+
+
+class Podman(Tool):
+    """podman, configured by .tools/containers.conf (runc, cgroupfs, host network)."""
+
+
+class Helm(Tool):
+    """helm, with its cache and config kept inside .tools/."""
 
     def template(
         self,
@@ -112,16 +120,3 @@ class Manifests:
         containers = self.one("Deployment")["spec"]["template"]["spec"]["containers"]
         return next(c for c in containers if c["name"] == "server")
 
-
-@dataclass(frozen=True)
-class Podman:
-    """The podman binary, configured by .tools/containers.conf (runc, cgroupfs, host network)."""
-
-    binary: str
-    env: dict[str, str] = field(repr=False)
-
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run podman with `args`; the result is returned whatever the exit code."""
-        return subprocess.run(
-            [self.binary, *args], capture_output=True, text=True, env=self.env, timeout=timeout
-        )

@@ -6,14 +6,18 @@ schema, so their shape is checked here.
 """
 
 import dataclasses
+import json
 import re
+import shutil
 import subprocess
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from deploy_tools import CHART, KUBE_VERSIONS, RELEASE, Helm, Manifests
+from deploy_tools import CHART, KUBE_VERSIONS, RELEASE, REPO, Helm, Manifests
 
 from service.config import Config, env_name
 
@@ -21,6 +25,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
 BAD_VALUES = Path(__file__).with_name("bad-values")
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 SELECTOR = {"app.kubernetes.io/name": "vae-serving", "app.kubernetes.io/instance": RELEASE}
 
 
@@ -225,8 +230,12 @@ def test_selector_labels_do_not_follow_user_values(default: Manifests, all_on: M
     assert pod_labels["team"] == "ml-platform"
 
 
-def test_image_tag_defaults_to_the_charts_app_version(default: Manifests):
+def test_image_tag_defaults_to_the_charts_app_version_which_is_the_projects_version(
+    default: Manifests,
+):
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert app_version == project["version"]  # the tag scripts/build-image.sh gives
     assert default.server_container()["image"] == f"localhost/vae-serving:{app_version}"
 
 
@@ -373,6 +382,38 @@ def test_helm_test_pod_checks_health_through_the_service(default: Manifests):
     assert not SELECTOR.items() <= pod["metadata"]["labels"].items()
 
 
+def render_notes(helm: Helm, tmp_path: Path, set_values: list[str]) -> str:
+    """NOTES.txt as `helm install` would print it. `helm template` skips NOTES.txt, so a copy of
+    the chart carries it in a ConfigMap (templates are named by their path)."""
+    chart = tmp_path / "vae-serving"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "notes-as-configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        '  notes: {{ include "vae-serving/templates/NOTES.txt" . | quote }}\n'
+    )
+    args = ["template", RELEASE, str(chart), "--namespace", "serving"]
+    result = helm.run(*args, *[f"--set={value}" for value in set_values])
+    assert result.returncode == 0, result.stderr
+    return Manifests.parse(result.stdout).one("ConfigMap", "notes")["data"]["notes"]
+
+
+def test_notes_tell_how_to_port_forward_and_make_a_first_call(helm: Helm, tmp_path: Path):
+    notes = render_notes(helm, tmp_path, [])
+    assert (
+        "kubectl -n serving port-forward service/vae-vae-serving 50051:grpc 9090:metrics" in notes
+    )
+    assert "grpcurl -plaintext -d '{\"count\": 4, \"seed\": 7}' 127.0.0.1:50051" in notes
+    assert "vae.v1.VAEService/Sample" in notes
+    assert "curl -s http://127.0.0.1:9090/metrics" in notes
+    assert "helm -n serving test vae" in notes
+
+
+def test_notes_give_tls_flags_when_tls_is_on(helm: Helm, tmp_path: Path):
+    notes = render_notes(helm, tmp_path, ["tls.enabled=true", "tls.secretName=s"])
+    assert "-plaintext" not in notes
+    assert "grpcurl -cacert ca.crt -authority vae-vae-serving.serving.svc" in notes
+
+
 @pytest.mark.parametrize("bad", sorted(BAD_VALUES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_schema_rejects_bad_values(helm: Helm, bad: Path):
     """Each file names, in its first line, the words helm's schema error must contain."""
@@ -398,3 +439,53 @@ def test_incomplete_options_are_refused_with_a_reason(
     result = helm.template(set_values=set_values)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+
+def documented_values(schema: dict[str, Any], path: str = "") -> Iterator[str]:
+    """Dotted paths of the values an operator sets one by one: the schema's properties, down to
+    the objects passed through to Kubernetes whole (resources, probe timings, ...)."""
+    for name, prop in schema.get("properties", {}).items():
+        if name == "global":
+            continue
+        dotted = f"{path}.{name}" if path else name
+        whole = name == "resources" or path == "probes"
+        if "properties" in prop and not whole:
+            yield from documented_values(prop, dotted)
+        else:
+            yield dotted
+
+
+def schema_properties(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict]]:
+    """Every property of the schema, at every depth."""
+    for name, prop in schema.get("properties", {}).items():
+        dotted = f"{path}.{name}" if path else name
+        yield dotted, prop
+        yield from schema_properties(prop, dotted)
+
+
+def test_every_schema_property_has_a_description():
+    undescribed = [path for path, prop in schema_properties(SCHEMA) if not prop.get("description")]
+    assert undescribed == []
+
+
+def test_every_value_is_commented_in_values_yaml():
+    """Each value's line in values.yaml comes right after a comment line."""
+    commented: dict[str, bool] = {}
+    keys: list[str] = []
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.match(r"( *)([A-Za-z]\w*):", line)
+        if match is None:
+            continue
+        keys = keys[: len(match.group(1)) // 2] + [match.group(2)]
+        commented[".".join(keys)] = number > 0 and lines[number - 1].lstrip().startswith("#")
+    uncommented = [path for path in documented_values(SCHEMA) if not commented.get(path)]
+    assert uncommented == []
+
+
+def test_every_value_is_listed_in_the_charts_readme():
+    readme = (CHART / "README.md").read_text()
+    unlisted = [path for path in documented_values(SCHEMA) if f"| `{path}` |" not in readme]
+    assert unlisted == []
+
