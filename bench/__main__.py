@@ -1,0 +1,115 @@
+"""`make bench`: the service against gRPC's floor and onnxruntime's compute limit, in one run.
+
+1. the floor: bench.floor_server, a bare grpc.aio server returning pre-built responses;
+2. the compute limit: onnxruntime in this process on the same graphs;
+3. the service with batching on, and with VAE_MAX_BATCH_SIZE=1 (batching off).
+
+Servers run pinned to --server-cpus and the load generator to --client-cpus, so the client never
+takes the server's core and each comparison is between equals. Writes bench/results.json and
+bench/throughput_latency.png; prints a table and the target ratios.
+
+    python -m bench [--duration 5] [--server-cpus 0] [--client-cpus 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from bench import compute
+from bench.ghz import ghz_available, run_ghz
+from bench.results import check_targets, plot, print_table
+from bench.scenarios import REPO_ROOT, SCENARIOS, Scenario
+from bench.servers import ResourceWatch, RunningServer, start_server
+from loadtest.generator import run
+
+MODEL_DIR = REPO_ROOT / "models" / "vae-mnist"
+RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
+PLOT_PATH = REPO_ROOT / "bench" / "throughput_latency.png"
+WARM_UP_S = 1.0
+
+
+def cpu_set(text: str) -> set[int]:
+    return {int(cpu) for cpu in text.split(",")}
+
+
+def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.Namespace) -> dict:
+    run(scenario.run_config(server.target, WARM_UP_S, args.procs))
+    with ResourceWatch(server) as watch:
+        report = run(scenario.run_config(server.target, args.duration, args.procs))
+    row = {
+        "server": server.name, "scenario": scenario.name, "method": scenario.method,
+        "rows": scenario.rows, "concurrency": scenario.concurrency, "count": report.count,
+        "ok": report.ok_count, "rps": report.rps, "samples_per_s": report.rps * scenario.rows,
+        "p50_s": report.percentile_s(50), "p90_s": report.percentile_s(90),
+        "p99_s": report.percentile_s(99), "client_cpu_s": report.cpu_s,
+        "server_cpu_s": watch.cpu_s, "wall_s": report.total_s,
+        "server_peak_rss_mib": watch.peak_rss_bytes / 2**20,
+        "status": report.status_counts,
+    }
+    if ghz_available():
+        row["ghz"] = run_ghz(scenario, server.target, args.duration, args.client_cpus)
+    print(f"  {scenario.name:24s} {row['rps']:9,.0f} req/s  p50 {row['p50_s'] * 1e3:7.2f} ms  "
+          f"p99 {row['p99_s'] * 1e3:7.2f} ms  server cpu {watch.cpu_s / report.total_s:4.0%}  "
+          f"client cpu {report.cpu_s / report.total_s:4.0%}  {report.status_counts}", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark vae-serving against its limits.")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
+    parser.add_argument("--server-cpus", default="0", help="CPUs the servers are pinned to")
+    parser.add_argument("--client-cpus", default="1", help="CPUs the load generator may use")
+    parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    args = parser.parse_args(argv)
+    server_cpus, client_cpus = cpu_set(args.server_cpus), cpu_set(args.client_cpus)
+    version_dir = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()),
+                      key=lambda p: int(p.name))
+
+    print(f"compute limit: onnxruntime in-process on CPUs {sorted(server_cpus)}", flush=True)
+    os.sched_setaffinity(0, server_cpus)
+    limits = compute.measure(version_dir, threads=len(server_cpus))
+    os.sched_setaffinity(0, client_cpus)
+
+    servers = (
+        ("floor", "bench.floor_server", {}),
+        ("batching on", "service", {}),
+        ("batching off", "service", {"VAE_MAX_BATCH_SIZE": "1"}),
+    )
+    rows = []
+    for name, module, env in servers:
+        print(f"{name}: python -m {module} {env or ''} on CPUs {sorted(server_cpus)}", flush=True)
+        with start_server(name, module, server_cpus, env) as server:
+            rows += [measure_scenario(server, scenario, args) for scenario in SCENARIOS]
+
+    results = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu": cpu_model(),
+                    "cpus": os.cpu_count(), "python": platform.python_version()},
+        "settings": {"duration_s": args.duration, "server_cpus": sorted(server_cpus),
+                     "client_cpus": sorted(client_cpus), "procs": args.procs},
+        "compute_limit_rows_per_s": limits,
+        "rows": rows,
+    }
+    results["targets"] = check_targets(results)
+    RESULTS_PATH.write_text(json.dumps(results, indent=1) + "\n")
+    print_table(results)
+    plot(results, PLOT_PATH)
+    print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)} and {PLOT_PATH.relative_to(REPO_ROOT)}")
+    return 0
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The floor: a bare grpc.aio server that answers VAEService calls with pre-built responses.
+
+It parses each request, as the service must, and returns a response of exactly the size the
+service would send (zero-filled tensors), serialized once per size. What it reaches is what gRPC
+in Python allows on this machine; the service can only come close to it.
+
+    python -m bench.floor_server --port 50099
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Callable
+
+import grpc
+from vae.v1 import vae_pb2
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+PIXELS, LATENT_DIM = 784, 2
+
+
+def zeros(*shape: int) -> vae_pb2.Tensor:
+    size = 4
+    for dimension in shape:
+        size *= dimension
+    return vae_pb2.Tensor(shape=shape, dtype=vae_pb2.FLOAT32, data=bytes(size))
+
+
+def sample_response(request: vae_pb2.SampleRequest) -> bytes:
+    response = vae_pb2.SampleResponse(images=zeros(request.count, 28, 28), model_version="1")
+    if request.return_latents:
+        response.latents.CopyFrom(zeros(request.count, LATENT_DIM))
+    return response.SerializeToString()
+
+
+def encode_response(request: vae_pb2.EncodeRequest) -> bytes:
+    rows = request.images.shape[0] if request.images.shape else 0
+    return vae_pb2.EncodeResponse(
+        mean=zeros(rows, LATENT_DIM), log_variance=zeros(rows, LATENT_DIM), model_version="1"
+    ).SerializeToString()
+
+
+def prebuilt(parse: Callable[[bytes], object], build: Callable, key: Callable) -> Callable:
+    """A unary handler that answers every request with the same bytes per key, built once."""
+    cache: dict[object, bytes] = {}
+
+    async def handle(request: object, context: grpc.aio.ServicerContext) -> bytes:
+        request_key = key(request)
+        response = cache.get(request_key)
+        if response is None:
+            response = cache[request_key] = build(request)
+        return response
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle, request_deserializer=parse, response_serializer=None
+    )
+
+
+def handlers() -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler("vae.v1.VAEService", {
+        "Sample": prebuilt(vae_pb2.SampleRequest.FromString, sample_response,
+                           lambda r: (r.count, r.return_latents)),
+        "Encode": prebuilt(vae_pb2.EncodeRequest.FromString, encode_response,
+                           lambda r: tuple(r.images.shape)),
+    })
+
+
+async def serve(port: int) -> None:
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((handlers(),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(serve(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Run a scenario with ghz too, when a ghz binary is on PATH (it is not on the project's CI)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+
+from bench.scenarios import PROTO, Scenario
+
+
+def ghz_available() -> bool:
+    return shutil.which("ghz") is not None
+
+
+def run_ghz(scenario: Scenario, target: str, duration_s: float, client_cpus: str) -> dict:
+    """ghz's requests/s and latencies for the scenario, from its JSON report."""
+    config = {
+        "proto": str(PROTO), "import-paths": [str(PROTO.parents[2])],
+        "call": f"vae.v1.VAEService.{scenario.method}", "host": target, "insecure": True,
+        "concurrency": scenario.concurrency, "duration": f"{duration_s}s", "timeout": "30s",
+        "data": scenario.data(), "format": "json",
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        json.dump(config, file)
+        file.flush()
+        output = subprocess.run(["taskset", "-c", client_cpus, "ghz", "--config", file.name],
+                                capture_output=True, text=True, check=False).stdout
+    report = json.loads(output)
+    latencies = {d["percentage"]: d["latency"] / 1e9 for d in report["latencyDistribution"]}
+    return {"rps": report["rps"], "p50_s": latencies.get(50), "p99_s": latencies.get(99),
+            "status": report.get("statusCodeDistribution", {})}

@@ -1,0 +1,85 @@
+"""The benchmark's table, its target ratios, and its plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def find(results: dict, server: str, scenario: str) -> dict:
+    return next(r for r in results["rows"] if r["server"] == server and r["scenario"] == scenario)
+
+
+def check_targets(results: dict) -> list[dict]:
+    """The issue's targets, as ratios from this one run."""
+    limits = results["compute_limit_rows_per_s"]["decoder"]
+
+    def ratio(name: str, measured: float, reference: float, goal: float, at_least: bool) -> dict:
+        value = measured / reference if reference else float("inf")
+        met = value >= goal if at_least else value <= goal
+        return {"target": name, "ratio": value, "goal": f"{'>=' if at_least else '<='} {goal}",
+                "met": met}
+
+    c32, c1 = "Sample count 1, c=32", "Sample count 1, c=1"
+    return [
+        ratio("Sample 1 @ c=32 requests/s vs floor", find(results, "batching on", c32)["rps"],
+              find(results, "floor", c32)["rps"], 0.85, True),
+        ratio("Sample 1 @ c=32 p99 vs floor", find(results, "batching on", c32)["p99_s"],
+              find(results, "floor", c32)["p99_s"], 1.5, False),
+        ratio("Sample 1 @ c=1 p50 vs floor", find(results, "batching on", c1)["p50_s"],
+              find(results, "floor", c1)["p50_s"], 1.10, False),
+        ratio("Sample 1024 @ c=4 samples/s vs onnxruntime batch 1024",
+              find(results, "batching on", "Sample count 1024, c=4")["samples_per_s"],
+              limits[1024], 0.80, True),
+        ratio("Sample 1 @ c=32 batching on vs off (requests/s)",
+              find(results, "batching on", c32)["rps"],
+              find(results, "batching off", c32)["rps"], 1.3, True),
+    ]
+
+
+def print_table(results: dict) -> None:
+    print("\n| scenario | server | req/s | samples/s | p50 ms | p99 ms | server CPU | "
+          "client CPU | server RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results["rows"]:
+        print(f"| {row['scenario']} | {row['server']} | {row['rps']:,.0f} | "
+              f"{row['samples_per_s']:,.0f} | {row['p50_s'] * 1e3:.2f} | "
+              f"{row['p99_s'] * 1e3:.2f} | {row['server_cpu_s'] / row['wall_s']:.0%} | "
+              f"{row['client_cpu_s'] / row['wall_s']:.0%} | {row['server_peak_rss_mib']:.0f} |")
+    limits = results["compute_limit_rows_per_s"]
+    print("\n| onnxruntime in-process | batch 1 | batch 64 | batch 1024 | batch 4096 |")
+    print("|---|---:|---:|---:|---:|")
+    for graph, by_batch in limits.items():
+        cells = " | ".join(f"{by_batch[b]:,.0f}" for b in sorted(by_batch))
+        print(f"| {graph} rows/s | {cells} |")
+    print("\n| target | ratio | goal | met |")
+    print("|---|---:|---|---|")
+    for target in results["targets"]:
+        print(f"| {target['target']} | {target['ratio']:.2f} | {target['goal']} | "
+              f"{'yes' if target['met'] else 'NO'} |")
+
+
+def plot(results: dict, path: Path) -> None:
+    """Throughput and p99 latency of Sample count 1 against concurrency, per server."""
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for server in ("floor", "batching on", "batching off"):
+        rows = [r for r in results["rows"]
+                if r["server"] == server and r["method"] == "Sample" and r["rows"] == 1]
+        concurrency = [r["concurrency"] for r in rows]
+        throughput.plot(concurrency, [r["rps"] for r in rows], marker="o", label=server)
+        latency.plot(concurrency, [r["p99_s"] * 1e3 for r in rows], marker="o", label=server)
+    throughput.set(title="Sample count 1: throughput", xlabel="concurrency",
+                   ylabel="requests/s", xscale="log")
+    latency.set(title="Sample count 1: p99 latency", xlabel="concurrency", ylabel="ms",
+                xscale="log", yscale="log")
+    for axes in (throughput, latency):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.suptitle(f"{results['machine']['cpu']}, {results['date']}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,52 @@
+"""What the benchmark sends: the issue's scenarios, as load-generator run configurations."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loadtest.config import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROTO = REPO_ROOT / "protos" / "vae" / "v1" / "vae.proto"
+SAMPLE_1_CONCURRENCY = (1, 8, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    method: str
+    rows: int
+    concurrency: int
+
+    def data(self) -> dict:
+        if self.method == "Sample":
+            return {"count": self.rows}
+        return {"images": held_out_digits(self.rows)}
+
+    def run_config(self, target: str, duration_s: float, procs: int) -> RunConfig:
+        return RunConfig(
+            call=f"vae.v1.VAEService.{self.method}", host=target, data=(self.data(),),
+            proto=str(PROTO), import_paths=(str(PROTO.parents[2]),), insecure=True,
+            concurrency=self.concurrency, connections=min(self.concurrency, procs),
+            duration_s=duration_s, timeout_s=30.0, procs=min(procs, self.concurrency),
+            name=self.name,
+        )
+
+
+def held_out_digits(rows: int) -> dict:
+    """The first held-out digits as a UINT8 Tensor in protobuf JSON."""
+    with np.load(REPO_ROOT / "data" / "mnist10k.npz") as archive:
+        images = archive["images"][archive["split"] == 1][:rows]
+    return {"shape": [rows, 784], "dtype": "UINT8",
+            "data": base64.b64encode(images.tobytes()).decode()}
+
+
+SCENARIOS = (
+    *(Scenario(f"Sample count 1, c={c}", "Sample", 1, c) for c in SAMPLE_1_CONCURRENCY),
+    *(Scenario(f"Sample count {n}, c=4", "Sample", n, 4) for n in (64, 1024, 4096)),
+    Scenario("Encode count 1, c=32", "Encode", 1, 32),
+)
