@@ -1,0 +1,318 @@
+"""Dynamic batching for one ONNX graph: requests' rows are stacked into one onnxruntime run.
+
+The shape follows MLServer's adaptive batcher: a bounded queue, one worker, one future per
+request, and an error in the worker reaches every request it concerns. Sizes are counted in
+rows, not requests (as pytriton does): inputs are concatenated on axis 0 up to
+`max_batch_size` rows and outputs are split back by each request's row count; a request larger
+than a batch runs in several pieces and is reassembled in order.
+
+Batches are formed on the event loop, which is the only place requests arrive, so forming them
+needs no locks; the worker thread only runs them, so onnxruntime never blocks the loop. There
+is one hand-off per batch each way (a `SimpleQueue.put` to the worker, one
+`call_soon_threadsafe` back), never one per request.
+
+When the worker is busy, arrivals queue up and form the next batch. When it is free, a batch
+goes at once, so a request that arrives alone never waits, unless the batcher is under load:
+then a partial batch may wait up to `max_delay_ms` (from its oldest request) to fill. Each
+batch costs two thread hand-offs and one onnxruntime call whatever its size, so under load
+fewer, larger batches leave more CPU for the requests. "Under load" means most recent
+arrivals found the batcher busy or requests already queued (a moving average), which a
+single caller sending one request after another never does.
+"""
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from service.errors import DeadlineExpired, QueueFull, ShuttingDown
+from service.metrics import GraphMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Runnable(Protocol):
+    """What a batcher runs: a graph taking (rows, ...) and giving outputs with rows on axis 0."""
+
+    def run(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """Outputs for `inputs`, each with `len(inputs)` rows."""
+        ...
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher's worker died on an unexpected error; requests get that error."""
+
+
+class _Job:
+    """One request; `offset` of its rows have been handed to the worker so far."""
+
+    __slots__ = ("graph", "inputs", "rows", "future", "deadline", "enqueued", "offset", "parts",
+                 "failed")
+
+    def __init__(
+        self,
+        graph: Runnable,
+        inputs: np.ndarray,
+        future: "asyncio.Future[list[np.ndarray]]",
+        deadline: float | None,
+    ) -> None:
+        self.graph = graph
+        self.inputs = inputs
+        self.rows = len(inputs)
+        self.future = future
+        self.deadline = deadline
+        self.enqueued = time.monotonic()
+        self.offset = 0
+        self.parts: list[list[np.ndarray]] = []
+        self.failed = False
+
+
+# (job, first row of the job in this batch, rows of the job in this batch)
+_Piece = tuple[_Job, int, int]
+# (future, result, exception): what the worker sends back for each finished request.
+_Outcome = tuple["asyncio.Future[list[np.ndarray]]", list[np.ndarray] | None, BaseException | None]
+
+_STOP = None
+# How much each arrival moves the load average: a few lone arrivals end the "under load" mode.
+_LOAD_WEIGHT = 0.25
+
+
+class Batcher:
+    """Batches requests for one graph and runs the batches on its own worker thread."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_batch_size: int,
+        max_queue_rows: int,
+        max_delay_ms: float = 0.0,
+        metrics: Callable[["Batcher"], GraphMetrics] | None = None,
+    ) -> None:
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_queue_rows = max_queue_rows
+        self._max_delay_seconds = max_delay_ms / 1000
+        self._metrics = metrics(self) if metrics is not None else None
+        # Event-loop state: only ever touched on the loop.
+        self._pending: deque[_Job] = deque()
+        self._pending_rows = 0
+        self._worker_busy = False
+        # Moving average over arrivals of "found the batcher busy or requests queued".
+        self._load = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The worker's inbox: one list of pieces per batch.
+        self._batches: queue.SimpleQueue[list[_Piece] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a batch (not those already running)."""
+        return self._pending_rows
+
+    def start(self) -> None:
+        """Start the worker; call from the event loop that will submit requests."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._work, name=f"batcher-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    async def run(
+        self, graph: Runnable, inputs: np.ndarray, deadline: float | None = None
+    ) -> list[np.ndarray]:
+        """Run `graph` on `inputs` (rows on axis 0) within some batch; its outputs' rows.
+
+        `deadline` is a `time.monotonic()` instant after which the request is dropped unrun.
+        Raises QueueFull when the queue cannot take the rows, ShuttingDown after `close`.
+        """
+        if self._closed:
+            raise ShuttingDown("the server is shutting down; retry on another replica")
+        if self._failure is not None:
+            raise BatcherStopped(f"the {self.name} batcher stopped") from self._failure
+        rows = len(inputs)
+        if self._pending_rows + rows > self.max_queue_rows:
+            raise QueueFull(
+                f"the {self.name} queue is full ({self._pending_rows} of {self.max_queue_rows} "
+                f"rows waiting); retry with backoff"
+            )
+        assert self._loop is not None, "Batcher.start() was not called"
+        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
+        company = 1.0 if self._worker_busy or self._pending else 0.0
+        self._load += _LOAD_WEIGHT * (company - self._load)
+        self._pending.append(_Job(graph, inputs, future, deadline))
+        self._pending_rows += rows
+        if not self._worker_busy:
+            self._dispatch_if_ready()
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new requests, fail the queued ones, let the running batch finish, stop."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(ShuttingDown("the server is shutting down"))
+        self._pending.clear()
+        self._pending_rows = 0
+        self._batches.put(_STOP)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    # --- on the event loop ---
+
+    def _dispatch_if_ready(self) -> None:
+        """Hand a batch to the idle worker, unless under load a partial one may still fill."""
+        if (
+            self._load > 0.5
+            and self._max_delay_seconds > 0
+            and self._pending_rows < self.max_batch_size
+        ):
+            close_at = self._pending[0].enqueued + self._max_delay_seconds
+            if time.monotonic() < close_at:
+                if self._timer is None:
+                    assert self._loop is not None
+                    self._timer = self._loop.call_at(close_at, self._on_timer)
+                return
+        self._dispatch()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._pending and not self._worker_busy:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Take up to max_batch_size rows off the queue and hand them to the worker."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pieces: list[_Piece] = []
+        rows = 0
+        now = time.monotonic()
+        pending = self._pending
+        while pending and rows < self.max_batch_size:
+            job = pending[0]
+            if pieces and job.graph is not pieces[0][0].graph:
+                break  # A model swap: a batch never mixes versions.
+            if not self._wanted(job, now):
+                pending.popleft()
+                self._pending_rows -= job.rows - job.offset
+                continue
+            take = min(job.rows - job.offset, self.max_batch_size - rows)
+            pieces.append((job, job.offset, take))
+            job.offset += take
+            rows += take
+            self._pending_rows -= take
+            if job.offset == job.rows:
+                pending.popleft()
+        if pieces:
+            self._worker_busy = True
+            self._batches.put(pieces)
+
+    def _wanted(self, job: _Job, now: float) -> bool:
+        """Whether a job about to be batched is still wanted; fails it if its deadline passed."""
+        if job.future.done():  # Cancelled by the caller or gRPC, or an earlier piece failed.
+            return False
+        if job.deadline is not None and now >= job.deadline:
+            job.future.set_exception(DeadlineExpired(
+                f"the deadline passed after {now - job.enqueued:.3f} s in the {self.name} "
+                "queue; the request was not run"
+            ))
+            return False
+        return True
+
+    def _finish(self, outcomes: list[_Outcome]) -> None:
+        """The worker's batch is done: resolve its requests, then start the next batch."""
+        for future, result, exc in outcomes:
+            if future.done():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+        self._worker_busy = False
+        if self._pending:
+            self._dispatch_if_ready()
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        """The worker died: every queued request gets its error, and so will later ones."""
+        self._failure = exc
+        self._worker_busy = False
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(exc)
+        self._pending.clear()
+        self._pending_rows = 0
+
+    # --- on the worker thread ---
+
+    def _work(self) -> None:
+        assert self._loop is not None
+        call_soon_threadsafe = self._loop.call_soon_threadsafe
+        pieces: list[_Piece] | None = None
+        try:
+            while (pieces := self._batches.get()) is not _STOP:
+                call_soon_threadsafe(self._finish, self._run(pieces))
+        except BaseException as exc:
+            log.exception("the %s batcher's worker stopped", self.name)
+            outcomes = [(job.future, None, exc) for job, _, _ in pieces or ()]
+            if not self._loop.is_closed():
+                call_soon_threadsafe(self._finish, outcomes)
+                call_soon_threadsafe(self._fail_everything, exc)
+
+    def _run(self, pieces: list[_Piece]) -> list[_Outcome]:
+        """Run one batch; the outcome of every request it completes or fails."""
+        graph = pieces[0][0].graph
+        first_job, _, first_rows = pieces[0]
+        if len(pieces) == 1 and first_rows == first_job.rows:
+            inputs = first_job.inputs
+        else:
+            inputs = np.concatenate([job.inputs[start:start + n] for job, start, n in pieces])
+        started = time.monotonic()
+        try:
+            outputs = graph.run(inputs)
+        except Exception as exc:
+            outcomes: list[_Outcome] = []
+            for job, _, _ in pieces:
+                if not job.failed:
+                    job.failed = True
+                    outcomes.append((job.future, None, exc))
+            return outcomes
+        finally:
+            self._observe(pieces, started, len(inputs))
+        outcomes = []
+        row = 0
+        for job, start, n in pieces:
+            part = [output[row:row + n] for output in outputs]
+            row += n
+            if job.failed:
+                continue
+            if n < job.rows:  # One piece of a request split across batches.
+                job.parts.append(part)
+                if start + n < job.rows:
+                    continue
+                part = [np.concatenate(chunks) for chunks in zip(*job.parts, strict=True)]
+            outcomes.append((job.future, part, None))
+        return outcomes
+
+    def _observe(self, pieces: list[_Piece], started: float, rows: int) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        metrics.inference_seconds.observe(time.monotonic() - started)
+        metrics.batch_size.observe(rows)
+        for job, start, _ in pieces:
+            if start == 0:
+                metrics.queue_wait_seconds.observe(started - job.enqueued)

@@ -1,0 +1,44 @@
+"""Opening a gRPC channel to the service, in plain text or TLS / mutual TLS."""
+
+from pathlib import Path
+
+import grpc
+
+# Large enough for the biggest request and response the server accepts by default
+# (4096 float32 images); the server's own limit is VAE_MAX_MESSAGE_BYTES.
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+def channel_credentials(
+    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials: trust `ca_file` (else the system roots), and present the client
+    certificate `cert_file`/`key_file` when the server asks for one (mutual TLS)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_file.read_bytes() if ca_file else None,
+        private_key=key_file.read_bytes() if key_file else None,
+        certificate_chain=cert_file.read_bytes() if cert_file else None,
+    )
+
+
+def open_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    *,
+    server_name: str | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> grpc.Channel:
+    """A blocking channel to `target` (host:port); TLS when `credentials` are given.
+
+    `server_name` overrides the name checked against the server's certificate, for a target
+    reached by another name (an IP address, a port-forward).
+    """
+    options: list[tuple[str, str | int]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(target, credentials, options=options)

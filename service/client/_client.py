@@ -1,0 +1,166 @@
+"""VAEClient: the service's RPCs as Python calls that take and return numpy arrays."""
+
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+import numpy as np
+from vae.v1 import vae_pb2, vae_pb2_grpc
+
+from service.client._channel import open_channel
+from service.tensors import from_proto, to_proto
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Images (count, 28, 28) float32 in [0, 1]; latents (count, latent_dim) when asked for."""
+
+    images: np.ndarray
+    latents: np.ndarray | None
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Posterior mean and log-variance (N, latent_dim); latents when a seed was given."""
+
+    mean: np.ndarray
+    log_variance: np.ndarray
+    latents: np.ndarray | None
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Reconstructed images (shaped as the input) and each input's error in nats."""
+
+    images: np.ndarray
+    errors: np.ndarray
+    model_version: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What GetModelInfo says about the model being served."""
+
+    name: str
+    version: str
+    latent_dim: int
+    image_shape: tuple[int, ...]
+    training_metrics: dict[str, float]
+    max_request_rows: int
+    max_batch_size: int
+    encoder_sha256: str
+    decoder_sha256: str
+
+
+def _image_tensor(images: np.ndarray) -> vae_pb2.Tensor:
+    """uint8 images travel as they are (4 times smaller); anything else as float32."""
+    array = np.asarray(images)
+    return to_proto(array if array.dtype == np.uint8 else array.astype(np.float32))
+
+
+class VAEClient:
+    """A blocking client of vae.v1.VAEService.
+
+    Images may be (N, 784) or (N, 28, 28), float32 in [0, 1] or uint8 in [0, 255]. Failed
+    calls raise grpc.RpcError, whose `.code()` and `.details()` say what went wrong.
+
+        with VAEClient("localhost:50051") as client:
+            digits = client.sample(16, seed=7).images
+    """
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        channel: grpc.Channel | None = None,
+        timeout_seconds: float | None = 30.0,
+    ) -> None:
+        self._channel = channel if channel is not None else open_channel(target)
+        self._stub = vae_pb2_grpc.VAEServiceStub(self._channel)
+        self.timeout_seconds = timeout_seconds
+
+    def sample(
+        self,
+        count: int,
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        return_latents: bool = False,
+    ) -> Samples:
+        """Draw `count` digits from the prior; the same seed gives the same bytes."""
+        response = self._stub.Sample(
+            vae_pb2.SampleRequest(
+                count=count, seed=seed, temperature=temperature, return_latents=return_latents
+            ),
+            timeout=self.timeout_seconds,
+        )
+        latents = from_proto(response.latents) if response.HasField("latents") else None
+        return Samples(from_proto(response.images), latents, response.model_version)
+
+    def encode(self, images: np.ndarray, *, seed: int | None = None) -> Encoding:
+        """The posterior of each image; with a seed, also a repeatable draw from it."""
+        response = self._stub.Encode(
+            vae_pb2.EncodeRequest(images=_image_tensor(images), seed=seed),
+            timeout=self.timeout_seconds,
+        )
+        latents = from_proto(response.latents) if response.HasField("latents") else None
+        return Encoding(
+            from_proto(response.mean),
+            from_proto(response.log_variance),
+            latents,
+            response.model_version,
+        )
+
+    def reconstruct(self, images: np.ndarray, *, seed: int | None = None) -> Reconstruction:
+        """Encode and decode each image (posterior mean, or a seeded draw) with its error."""
+        response = self._stub.Reconstruct(
+            vae_pb2.ReconstructRequest(images=_image_tensor(images), seed=seed),
+            timeout=self.timeout_seconds,
+        )
+        return Reconstruction(
+            from_proto(response.images),
+            np.array(response.reconstruction_error, dtype=np.float32),
+            response.model_version,
+        )
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Images (N, 28, 28) for (N, latent_dim) latent points."""
+        response = self._stub.Decode(
+            vae_pb2.DecodeRequest(latents=to_proto(np.asarray(latents, dtype=np.float32))),
+            timeout=self.timeout_seconds,
+        )
+        return from_proto(response.images)
+
+    def info(self) -> ModelInfo:
+        """The model being served and the server's limits."""
+        response = self._stub.GetModelInfo(
+            vae_pb2.GetModelInfoRequest(), timeout=self.timeout_seconds
+        )
+        return ModelInfo(
+            name=response.name,
+            version=response.version,
+            latent_dim=response.latent_dim,
+            image_shape=tuple(response.image_shape),
+            training_metrics=dict(response.training_metrics),
+            max_request_rows=response.max_request_rows,
+            max_batch_size=response.max_batch_size,
+            encoder_sha256=response.encoder_sha256,
+            decoder_sha256=response.decoder_sha256,
+        )
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> "VAEClient":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

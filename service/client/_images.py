@@ -1,0 +1,51 @@
+"""Digits to and from PNG files.
+
+Pillow comes with the `client` extra and is imported where it is used, so that the numpy client
+works without it.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+MNIST_SIDE = 28
+
+
+def read_digit(path: Path, invert: bool = False) -> np.ndarray:
+    """A (28, 28) uint8 digit from an image file: grayscale, resized to 28x28 if needed.
+
+    MNIST digits are light strokes on a dark ground; `invert` flips a dark-on-light drawing.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        gray = image.convert("L")
+        if gray.size != (MNIST_SIDE, MNIST_SIDE):
+            gray = gray.resize((MNIST_SIDE, MNIST_SIDE), Image.Resampling.LANCZOS)
+        if invert:
+            gray = ImageOps.invert(gray)
+        return np.asarray(gray, dtype=np.uint8)
+
+
+def grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile (N, H, W) images in [0, 1] into one uint8 picture, `columns` wide (default: square)."""
+    count, height, width = images.shape
+    columns = columns or max(1, int(np.ceil(np.sqrt(count))))
+    rows = -(-count // columns)
+    canvas = np.zeros(
+        (rows * (height + padding) + padding, columns * (width + padding) + padding), np.uint8
+    )
+    pixels = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+    for index in range(count):
+        top = padding + (index // columns) * (height + padding)
+        left = padding + (index % columns) * (width + padding)
+        canvas[top:top + height, left:left + width] = pixels[index]
+    return canvas
+
+
+def save_grid(images: np.ndarray, path: Path, columns: int | None = None) -> None:
+    """Write (N, 28, 28) or (N, 784) images in [0, 1] to `path` as one PNG grid."""
+    from PIL import Image
+
+    images = np.asarray(images).reshape(len(images), MNIST_SIDE, MNIST_SIDE)
+    Image.fromarray(grid(images, columns)).save(path)

@@ -1,0 +1,117 @@
+"""What the service does, free of gRPC: sampling, encoding, reconstructing and decoding.
+
+Each method takes the Model it was called with (read once per request from the ModelHolder, so
+a model swap never mixes versions within a request), draws its noise before its rows join a
+batch (so seeded results do not depend on what else is batched with them), and hands its rows
+to the graph's batcher.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.batching import Batcher
+from service.errors import InvalidArgument
+from service.model import Model, ModelHolder
+from service.noise import NoiseSource
+from service.tensors import check_rows
+
+# Pixel probabilities are clipped this far from 0 and 1 before taking logs.
+_BCE_EPSILON = 1e-7
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The posterior of each image, and latents drawn from it when a seed was given."""
+
+    mean: np.ndarray
+    log_variance: np.ndarray
+    latents: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Decoded images and each input's binary cross-entropy under its reconstruction (nats)."""
+
+    images: np.ndarray
+    errors: np.ndarray
+
+
+class VAEPipeline:
+    """The VAE's operations on top of one batcher per graph."""
+
+    def __init__(
+        self,
+        models: ModelHolder,
+        encoder: Batcher,
+        decoder: Batcher,
+        max_request_rows: int,
+        noise: NoiseSource | None = None,
+    ) -> None:
+        self._models = models
+        self._encoder = encoder
+        self._decoder = decoder
+        self.max_request_rows = max_request_rows
+        self.max_batch_size = decoder.max_batch_size
+        self._noise = noise if noise is not None else NoiseSource()
+
+    @property
+    def model(self) -> Model:
+        """The model a new request should use."""
+        return self._models.current
+
+    async def sample(
+        self,
+        model: Model,
+        count: int,
+        seed: int | None,
+        temperature: float,
+        deadline: float | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`count` images decoded from prior draws scaled by `temperature`; (images, latents)."""
+        check_rows("count", count, self.max_request_rows)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise InvalidArgument(
+                "temperature", f"must be a finite number > 0, got {temperature:g}"
+            )
+        latents = self._noise.normal(count, model.latent_dim, seed)
+        if temperature != 1.0:
+            latents *= temperature
+        (images,) = await self._decoder.run(model.decoder, latents, deadline)
+        return images, latents
+
+    async def encode(
+        self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None
+    ) -> Encoding:
+        """The posterior of each (N, pixels) image; with a seed, also a repeatable draw from it."""
+        noise = None if seed is None else self._noise.normal(len(images), model.latent_dim, seed)
+        mean, log_variance = await self._encoder.run(model.encoder, images, deadline)
+        latents = None if noise is None else _reparameterize(mean, log_variance, noise)
+        return Encoding(mean, log_variance, latents)
+
+    async def reconstruct(
+        self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None
+    ) -> Reconstruction:
+        """Encode then decode: the posterior mean, or with a seed a posterior draw."""
+        encoding = await self.encode(model, images, seed, deadline)
+        latents = encoding.mean if encoding.latents is None else encoding.latents
+        (decoded,) = await self._decoder.run(model.decoder, latents, deadline)
+        return Reconstruction(decoded, _binary_cross_entropy(images, decoded))
+
+    async def decode(
+        self, model: Model, latents: np.ndarray, deadline: float | None
+    ) -> np.ndarray:
+        """Images for (N, latent_dim) latent points."""
+        (images,) = await self._decoder.run(model.decoder, latents, deadline)
+        return images
+
+
+def _reparameterize(mean: np.ndarray, log_variance: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    return mean + np.exp(0.5 * log_variance) * noise
+
+
+def _binary_cross_entropy(targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Per row: -sum(x log p + (1 - x) log(1 - p)), in nats."""
+    p = np.clip(probabilities, _BCE_EPSILON, 1 - _BCE_EPSILON)
+    return -(targets * np.log(p) + (1 - targets) * np.log1p(-p)).sum(axis=1)

@@ -1,0 +1,187 @@
+"""Wiring: `create_server` builds the gRPC server, `serve` runs the process around it.
+
+As in grpc's examples, the factory is kept apart from the process: `create_server` only
+assembles services and binds the port, while `serve` loads the model, starts the metrics
+endpoint, handles signals (SIGTERM/SIGINT: drain; SIGHUP: reload the model) and shuts down.
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    start_http_server,
+)
+from vae.v1 import vae_pb2, vae_pb2_grpc
+
+from service.batching import Batcher
+from service.config import Config, ConfigError
+from service.instrumentation import instrument
+from service.logging_setup import fields
+from service.metrics import Metrics
+from service.model import Model, ModelHolder, ModelLoadError, load_model, newest_version_dir
+from service.pipeline import VAEPipeline
+from service.reflection import enable_reflection
+from service.reload import ModelReloader
+from service.servicer import VAEServicer
+from service.tls import server_credentials
+
+log = logging.getLogger(__name__)
+
+_SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VAEService"]
+SERVICE_NAME = _SERVICE.full_name
+METHOD_NAMES = tuple(method.name for method in _SERVICE.methods)
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def create_server(
+    config: Config,
+    servicer: vae_pb2_grpc.VAEServiceServicer,
+    health_servicer: health_pb2_grpc.HealthServicer,
+    metrics: Metrics,
+) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server with the VAE, health and (if configured) reflection services, bound
+    to `config.host:config.grpc_port` with TLS when configured; returns it and the bound port.
+
+    Raises ConfigError when a TLS file cannot be read, RuntimeError when the port is taken.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            # Fail loudly when the port is taken, instead of sharing it with another process.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    vae_pb2_grpc.add_VAEServiceServicer_to_server(
+        instrument(servicer, metrics, SERVICE_NAME, METHOD_NAMES), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.reflection:
+        enable_reflection(server, (SERVICE_NAME, HEALTH_SERVICE_NAME))
+    address = f"{config.host}:{config.grpc_port}"
+    if config.tls:
+        port = server.add_secure_port(address, server_credentials(config))
+    else:
+        port = server.add_insecure_port(address)
+    return server, port
+
+
+class Service:
+    """Everything one serving process runs around a loaded model."""
+
+    def __init__(self, config: Config, model: Model, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.models = ModelHolder(model)
+        metrics.set_model(model.name, model.version)
+        self.batchers = [
+            Batcher(
+                graph,
+                max_batch_size=config.max_batch_size,
+                max_queue_rows=config.max_queue,
+                max_delay_ms=config.max_delay_ms,
+                metrics=lambda batcher: metrics.graph(
+                    batcher.name, lambda: batcher.queued_rows
+                ),
+            )
+            for graph in ("encoder", "decoder")
+        ]
+        pipeline = VAEPipeline(self.models, *self.batchers, config.max_request_rows)
+        self.health = health.aio.HealthServicer()
+        self.reloader = ModelReloader(
+            config.model_dir, self.models, metrics, config.intra_op_threads, config.max_batch_size
+        )
+        self.server, self.port = create_server(config, VAEServicer(pipeline), self.health, metrics)
+
+    async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Start the batchers and the server, then report SERVING."""
+        # grpc's health servicer starts out SERVING; nothing is until the server has started.
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        for batcher in self.batchers:
+            batcher.start()
+        await self.server.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Report NOT_SERVING, let in-flight requests finish within the grace, stop."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
+        await asyncio.gather(*(batcher.close() for batcher in self.batchers))
+
+
+def _registry() -> CollectorRegistry:
+    """A registry with the process, platform and GC metrics besides the service's own."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+async def serve(config: Config) -> int:
+    """Run the service until SIGTERM or SIGINT, then drain; returns the exit status."""
+    try:
+        model = await asyncio.to_thread(
+            load_model,
+            newest_version_dir(config.model_dir),
+            config.intra_op_threads,
+            config.max_batch_size,
+        )
+    except ModelLoadError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    registry = _registry()
+    try:
+        service = Service(config, model, Metrics(registry))
+        metrics_server, _ = start_http_server(config.metrics_port, config.host, registry)
+    except (ConfigError, OSError, RuntimeError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    await service.start()
+    log.info(
+        "serving",
+        extra=fields(
+            model=model.name,
+            model_version=model.version,
+            grpc_port=service.port,
+            metrics_port=metrics_server.server_port,
+            config=config.as_log_fields(),
+        ),
+    )
+    await _run_until_stopped(service, config)
+    log.info("draining", extra=fields(grace_seconds=config.grace_seconds))
+    await service.stop(config.grace_seconds)
+    metrics_server.shutdown()
+    log.info("stopped")
+    return 0
+
+
+async def _run_until_stopped(service: Service, config: Config) -> None:
+    """Serve, reloading on SIGHUP and by polling, until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    stop_signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+    for signum in stop_signals:
+        loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reloader.trigger)
+    poller = None
+    if config.model_poll_seconds > 0:
+        poller = loop.create_task(service.reloader.poll(config.model_poll_seconds))
+    try:
+        await stopping.wait()
+    finally:
+        if poller is not None:
+            poller.cancel()
+        for signum in (*stop_signals, signal.SIGHUP):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,120 @@
+"""The gRPC face of the pipeline: protos in, numpy through VAEPipeline, protos out.
+
+No try/except here: exceptions travel to service.instrumentation, which maps them to status
+codes in one place.
+"""
+
+import time
+
+import grpc
+from vae.v1 import vae_pb2, vae_pb2_grpc
+
+from service.pipeline import VAEPipeline
+from service.tensors import images_from_proto, latents_from_proto, to_proto
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline as a `time.monotonic()` instant, None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
+    """Implements vae.v1.VAEService on a VAEPipeline."""
+
+    def __init__(self, pipeline: VAEPipeline) -> None:
+        self._pipeline = pipeline
+
+    async def Sample(
+        self, request: vae_pb2.SampleRequest, context: grpc.aio.ServicerContext
+    ) -> vae_pb2.SampleResponse:
+        """Draw `count` digits from the prior."""
+        model = self._pipeline.model
+        images, latents = await self._pipeline.sample(
+            model,
+            request.count,
+            request.seed if request.HasField("seed") else None,
+            request.temperature if request.HasField("temperature") else 1.0,
+            _deadline(context),
+        )
+        response = vae_pb2.SampleResponse(
+            images=to_proto(images, (request.count, *model.image_shape)),
+            model_version=model.version,
+        )
+        if request.return_latents:
+            response.latents.CopyFrom(to_proto(latents))
+        return response
+
+    async def Encode(
+        self, request: vae_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+    ) -> vae_pb2.EncodeResponse:
+        """The posterior of each image, and a seeded draw from it when asked."""
+        model = self._pipeline.model
+        images, _ = images_from_proto(
+            request.images, "images", model.image_shape, self._pipeline.max_request_rows
+        )
+        encoding = await self._pipeline.encode(
+            model,
+            images,
+            request.seed if request.HasField("seed") else None,
+            _deadline(context),
+        )
+        response = vae_pb2.EncodeResponse(
+            mean=to_proto(encoding.mean),
+            log_variance=to_proto(encoding.log_variance),
+            model_version=model.version,
+        )
+        if encoding.latents is not None:
+            response.latents.CopyFrom(to_proto(encoding.latents))
+        return response
+
+    async def Reconstruct(
+        self, request: vae_pb2.ReconstructRequest, context: grpc.aio.ServicerContext
+    ) -> vae_pb2.ReconstructResponse:
+        """Encode and decode each image, with its reconstruction error."""
+        model = self._pipeline.model
+        images, shape = images_from_proto(
+            request.images, "images", model.image_shape, self._pipeline.max_request_rows
+        )
+        result = await self._pipeline.reconstruct(
+            model,
+            images,
+            request.seed if request.HasField("seed") else None,
+            _deadline(context),
+        )
+        return vae_pb2.ReconstructResponse(
+            images=to_proto(result.images, shape),
+            reconstruction_error=result.errors.tolist(),
+            model_version=model.version,
+        )
+
+    async def Decode(
+        self, request: vae_pb2.DecodeRequest, context: grpc.aio.ServicerContext
+    ) -> vae_pb2.DecodeResponse:
+        """Images for latent points."""
+        model = self._pipeline.model
+        latents = latents_from_proto(
+            request.latents, "latents", model.latent_dim, self._pipeline.max_request_rows
+        )
+        images = await self._pipeline.decode(model, latents, _deadline(context))
+        return vae_pb2.DecodeResponse(
+            images=to_proto(images, (len(images), *model.image_shape)),
+            model_version=model.version,
+        )
+
+    async def GetModelInfo(
+        self, request: vae_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> vae_pb2.GetModelInfoResponse:
+        """Describe the model being served and the request limits."""
+        model = self._pipeline.model
+        return vae_pb2.GetModelInfoResponse(
+            name=model.name,
+            version=model.version,
+            latent_dim=model.latent_dim,
+            image_shape=model.image_shape,
+            training_metrics=model.training_metrics,
+            max_request_rows=self._pipeline.max_request_rows,
+            max_batch_size=self._pipeline.max_batch_size,
+            encoder_sha256=model.encoder.sha256,
+            decoder_sha256=model.decoder.sha256,
+        )

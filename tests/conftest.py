@@ -1,0 +1,191 @@
+"""Shared fixtures: the real server, started as `python -m service` in a subprocess.
+
+The server binds port 0 for gRPC and metrics on 127.0.0.1; the ports it got come from its JSON
+start-up log line ("serving"), so parallel test runs never race for a port. A server counts as
+started once the gRPC health service says SERVING.
+
+    def test_something(vae_server):               # one default server per test module
+        with VAEClient(vae_server.target) as client: ...
+
+    def test_other(start_vae_server):             # a server with its own settings
+        server = start_vae_server(VAE_MAX_QUEUE="4", VAE_MAX_REQUEST_ROWS="4")
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = REPO / "models" / "vae-mnist"
+START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class ServerProcess:
+    """A running `python -m service` and what the tests need to talk to it."""
+
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    lines: list[str] = field(default_factory=list)
+    target: str = ""
+    metrics_url: str = ""
+    log_closed: bool = False
+    _new_line: threading.Condition = field(default_factory=threading.Condition)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The server's log so far, one dict per JSON line (non-JSON lines are skipped)."""
+        parsed = []
+        for line in list(self.lines):
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                continue
+        return parsed
+
+    def wait_for_log(self, message: str, timeout: float = START_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """The first log record with `message`, waiting for it; fails if the process ends first."""
+        deadline = time.monotonic() + timeout
+        with self._new_line:
+            while True:
+                for record in self.records():
+                    if record.get("message") == message:
+                        return record
+                if self.log_closed:
+                    raise AssertionError(
+                        f"server exited ({self.process.returncode}) before logging {message!r}:\n"
+                        + "\n".join(self.lines)
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no {message!r} log line in {timeout} s:\n" + "\n".join(self.lines)
+                    )
+                self._new_line.wait(min(remaining, 0.5))
+
+    def health(self, service: str = "", timeout: float = 5.0) -> str:
+        """The health status name the server reports for `service`."""
+        with grpc.insecure_channel(self.target) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def scrape(self) -> str:
+        """The text of GET /metrics."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            return response.read().decode()
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the server process."""
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait for the exit; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the process to end on its own; returns its exit status."""
+        return self.process.wait(timeout=timeout)
+
+
+def _server_env(overrides: dict[str, str]) -> dict[str, str]:
+    # The caller's own VAE_* settings must not leak into a test server.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VAE_")}
+    env.update(
+        VAE_HOST="127.0.0.1",
+        VAE_GRPC_PORT="0",
+        VAE_METRICS_PORT="0",
+        VAE_LOG_FORMAT="json",
+        VAE_MODEL_DIR=str(DEFAULT_MODEL_DIR),
+    )
+    env.update(overrides)
+    return env
+
+
+def launch_server(wait_serving: bool = True, **env: str) -> ServerProcess:
+    """Start `python -m service` with VAE_* settings `env` on top of the test defaults.
+
+    With `wait_serving`, returns once health says SERVING (and fails if the process exits
+    instead); without it, returns at once, e.g. to watch a server that must refuse to start.
+    """
+    server_env = _server_env(env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        cwd=REPO,
+        env=server_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = ServerProcess(process, server_env)
+
+    def read_log() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            with server._new_line:
+                server.lines.append(line.rstrip("\n"))
+                server._new_line.notify_all()
+        with server._new_line:
+            server.log_closed = True
+            server._new_line.notify_all()
+
+    threading.Thread(target=read_log, daemon=True).start()
+    if wait_serving:
+        try:
+            record = server.wait_for_log("serving")
+            server.target = f"127.0.0.1:{record['grpc_port']}"
+            server.metrics_url = f"http://127.0.0.1:{record['metrics_port']}/metrics"
+            if "VAE_TLS_CERT_FILE" not in env:
+                assert server.health() == "SERVING"
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    return server
+
+
+StartServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="module")
+def start_vae_server() -> Iterator[StartServer]:
+    """Start servers with settings of the test's choosing (`start(VAE_X="..")`); all of them
+    are stopped when the test module ends."""
+    servers: list[ServerProcess] = []
+
+    def start(wait_serving: bool = True, **env: str) -> ServerProcess:
+        server = launch_server(wait_serving, **env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.process.poll() is None:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def vae_server(start_vae_server: StartServer) -> ServerProcess:
+    """One server with the default settings on the bundled model, shared by a test module."""
+    return start_vae_server()
