@@ -107,9 +107,12 @@ EOF
     mv "$CONTAINERS_CONF.part" "$CONTAINERS_CONF"
 }
 
+# The Debian mirror apt already uses (deb822 .sources files, or the older sources.list).
 debian_mirror() {
-    grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '{print $2}' | grep '/debian$' | head -1
+    {
+        grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
+        grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'
+    } | sed 's#/$##' | grep '/debian$' | head -1
 }
 
 build_base_image() {
