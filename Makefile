@@ -55,7 +55,7 @@ model: $(FULL_STAMP)
 sweep: $(FULL_STAMP)
 	$(PY) -m export.sweep
 
-image: $(RUNTIME_STAMP)
+image:
 	scripts/build-image.sh
 
 tools:
