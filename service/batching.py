@@ -235,21 +235,26 @@ class Batcher:
 
     def _finish(self, outcomes: list[_Outcome]) -> None:
         """The worker's batch is done: resolve its requests, then start the next batch."""
+        self._resolve(outcomes)
+        self._worker_busy = False
+        if self._pending:
+            self._dispatch_if_ready()
+
+    @staticmethod
+    def _resolve(outcomes: list[_Outcome]) -> None:
         for future, result, exc in outcomes:
-            if future.done():
+            if future.done():  # Cancelled meanwhile.
                 continue
             if exc is not None:
                 future.set_exception(exc)
             else:
                 future.set_result(result)  # type: ignore[arg-type]
-        self._worker_busy = False
-        if self._pending:
-            self._dispatch_if_ready()
 
-    def _fail_everything(self, exc: BaseException) -> None:
-        """The worker died: every queued request gets its error, and so will later ones."""
+    def _fail_everything(self, outcomes: list[_Outcome], exc: BaseException) -> None:
+        """The worker died: the requests of its last batch and every queued one get its error,
+        and so will later ones."""
         self._failure = exc
-        self._worker_busy = False
+        self._resolve(outcomes)
         for job in self._pending:
             if not job.future.done():
                 job.future.set_exception(exc)
@@ -269,8 +274,7 @@ class Batcher:
             log.exception("the %s batcher's worker stopped", self.name)
             outcomes = [(job.future, None, exc) for job, _, _ in pieces or ()]
             if not self._loop.is_closed():
-                call_soon_threadsafe(self._finish, outcomes)
-                call_soon_threadsafe(self._fail_everything, exc)
+                call_soon_threadsafe(self._fail_everything, outcomes, exc)
 
     def _run(self, pieces: list[_Piece]) -> list[_Outcome]:
         """Run one batch; the outcome of every request it completes or fails."""

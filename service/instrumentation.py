@@ -1,4 +1,5 @@
-"""Wraps every servicer method: gRPC metrics, and exceptions turned into status codes.
+"""Wraps every servicer method: admission while draining, gRPC metrics, and exceptions turned
+into status codes.
 
 This does the job of a server interceptor (as kserve's does) with a plain wrapper per method,
 built once at start-up: grpc.aio interceptors add an extra coroutine and handler lookup to
@@ -14,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from service.errors import status_for
+from service.errors import ShuttingDown, status_for
 from service.metrics import Metrics, RpcMetrics
 
 log = logging.getLogger(__name__)
@@ -22,48 +23,93 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
+class InFlightRequests:
+    """Counts the requests being handled; once draining, refuses new ones with UNAVAILABLE.
+
+    gRPC's own `server.stop(grace)` cancels calls that arrive during the grace period
+    (CANCELLED, which clients do not retry); draining here first refuses them with
+    UNAVAILABLE, which clients and load balancers retry elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+
+    def begin(self) -> None:
+        """Admit one request, or raise ShuttingDown while draining."""
+        if self.draining:
+            raise ShuttingDown("the server is shutting down; retry on another replica")
+        self.count += 1
+
+    def end(self) -> None:
+        """One admitted request is done."""
+        self.count -= 1
+        if self.draining and self.count == 0:
+            self._idle.set()
+
+    async def drain(self, timeout_seconds: float) -> bool:
+        """Refuse new requests and wait for the admitted ones; False if some are still running
+        after `timeout_seconds`."""
+        self.draining = True
+        if self.count == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
 def instrument(
-    servicer: object, metrics: Metrics, service_name: str, method_names: Iterable[str]
+    servicer: object,
+    metrics: Metrics,
+    requests: InFlightRequests,
+    service_name: str,
+    method_names: Iterable[str],
 ) -> SimpleNamespace:
     """An object with the servicer's methods, each wrapped by `instrumented`."""
     return SimpleNamespace(
         **{
-            name: instrumented(getattr(servicer, name), metrics.rpc(service_name, name))
+            name: instrumented(
+                getattr(servicer, name), metrics.rpc(service_name, name), requests
+            )
             for name in method_names
         }
     )
 
 
-def instrumented(method: Handler, metrics: RpcMetrics) -> Handler:
-    """`method` counted and timed, with its exceptions sent to the caller as status codes."""
+def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequests) -> Handler:
+    """`method` admitted, counted and timed, with its exceptions sent to the caller as status
+    codes."""
+    begin, end = requests.begin, requests.end
     started = metrics.started
     handling_seconds = metrics.handling_seconds
     handled = metrics.handled
-    ok = handled(grpc.StatusCode.OK)
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started.inc()
-        begin = time.monotonic()
+        began = time.monotonic()
+        code = grpc.StatusCode.OK
         try:
-            response = await method(request, context)
+            begin()
+            try:
+                return await method(request, context)
+            finally:
+                end()
         except asyncio.CancelledError:
             # The caller cancelled, or its deadline passed and gRPC already told it so.
             remaining = context.time_remaining()
             expired = remaining is not None and remaining <= 0
-            handled(
-                grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            ).inc()
-            handling_seconds.observe(time.monotonic() - begin)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             code, message = status_for(exc)
             if code is grpc.StatusCode.INTERNAL:
                 log.error("%s failed", method.__qualname__, exc_info=exc)
-            handled(code).inc()
-            handling_seconds.observe(time.monotonic() - begin)
             await context.abort(code, message)
-        ok.inc()
-        handling_seconds.observe(time.monotonic() - begin)
-        return response
+        finally:
+            handled(code).inc()
+            handling_seconds.observe(time.monotonic() - began)
 
     return handler

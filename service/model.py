@@ -197,6 +197,10 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     options.log_severity_level = 3
     # Idle onnxruntime threads would otherwise spin, taking the CPU the gRPC event loop needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # With weights prepacked (the default, stated here because it matters) every GEMM row is
+    # computed the same way whatever the batch size; without it a 1-row batch takes another
+    # kernel and differs in the last bits. Seeded results rely on this (test_determinism.py).
+    options.add_session_config_entry("session.disable_prepacking", "0")
     return options
 
 

@@ -8,6 +8,7 @@ endpoint, handles signals (SIGTERM/SIGINT: drain; SIGHUP: reload the model) and 
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -23,7 +24,7 @@ from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from service.batching import Batcher
 from service.config import Config, ConfigError
-from service.instrumentation import instrument
+from service.instrumentation import InFlightRequests, instrument
 from service.logging_setup import fields
 from service.metrics import Metrics
 from service.model import Model, ModelHolder, ModelLoadError, load_model, newest_version_dir
@@ -46,6 +47,7 @@ def create_server(
     servicer: vae_pb2_grpc.VAEServiceServicer,
     health_servicer: health_pb2_grpc.HealthServicer,
     metrics: Metrics,
+    requests: InFlightRequests,
 ) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with the VAE, health and (if configured) reflection services, bound
     to `config.host:config.grpc_port` with TLS when configured; returns it and the bound port.
@@ -61,7 +63,7 @@ def create_server(
         ]
     )
     vae_pb2_grpc.add_VAEServiceServicer_to_server(
-        instrument(servicer, metrics, SERVICE_NAME, METHOD_NAMES), server
+        instrument(servicer, metrics, requests, SERVICE_NAME, METHOD_NAMES), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
@@ -99,7 +101,10 @@ class Service:
         self.reloader = ModelReloader(
             config.model_dir, self.models, metrics, config.intra_op_threads, config.max_batch_size
         )
-        self.server, self.port = create_server(config, VAEServicer(pipeline), self.health, metrics)
+        self.requests = InFlightRequests()
+        self.server, self.port = create_server(
+            config, VAEServicer(pipeline), self.health, metrics, self.requests
+        )
 
     async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
         for name in ("", SERVICE_NAME):
@@ -114,11 +119,17 @@ class Service:
         await self.server.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace_seconds: float) -> None:
-        """Report NOT_SERVING, let in-flight requests finish within the grace, stop."""
+    async def stop(self, grace_seconds: float) -> bool:
+        """Report NOT_SERVING and refuse new requests (UNAVAILABLE); let admitted requests
+        finish within the grace; stop. Returns whether they all finished in time."""
+        deadline = time.monotonic() + grace_seconds
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_seconds)
+        drained = await self.requests.drain(grace_seconds)
+        # Handlers have returned, but responses may still be on their way out: gRPC's own stop
+        # waits for those, and cancels whatever is left when the grace runs out.
+        await self.server.stop(max(0.0, deadline - time.monotonic()))
         await asyncio.gather(*(batcher.close() for batcher in self.batchers))
+        return drained
 
 
 def _registry() -> CollectorRegistry:
@@ -160,10 +171,16 @@ async def serve(config: Config) -> int:
         ),
     )
     await _run_until_stopped(service, config)
-    log.info("draining", extra=fields(grace_seconds=config.grace_seconds))
-    await service.stop(config.grace_seconds)
+    log.info(
+        "draining",
+        extra=fields(grace_seconds=config.grace_seconds, in_flight=service.requests.count),
+    )
+    drained = await service.stop(config.grace_seconds)
     metrics_server.shutdown()
-    log.info("stopped")
+    if drained:
+        log.info("stopped")
+    else:
+        log.warning("stopped; requests still running after the grace period were cancelled")
     return 0
 
 
