@@ -93,9 +93,8 @@ class ModelReloader:
         if force or self._rejected != (version_dir, signature):
             self._metrics.model_reload.labels("failure").inc()
             log.error(
-                "model reload rejected: %s",
-                exc,
-                extra=fields(serving_version=self._holder.current.version),
+                "model reload rejected",
+                extra=fields(reason=str(exc), serving_version=self._holder.current.version),
             )
         self._rejected = (version_dir, signature)
         return False

@@ -1,0 +1,81 @@
+"""Configuration: flags beat VAE_* variables beat defaults; bad values are named."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import Config, ConfigError, available_cpus, load_config
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    config = load_config([], {})
+    assert (config.host, config.grpc_port, config.metrics_port) == ("0.0.0.0", 50051, 9090)
+    assert config.model_dir == Path("models/vae-mnist")
+    assert config.reflection is True and config.tls is False
+    assert config.intra_op_threads == available_cpus()
+    assert config.max_queue >= config.max_request_rows
+
+
+def test_environment_variables_set_every_field_and_flags_win() -> None:
+    environ = {
+        "VAE_GRPC_PORT": "6000", "VAE_MAX_BATCH_SIZE": "32", "VAE_MAX_DELAY_MS": "0.5",
+        "VAE_REFLECTION": "false", "VAE_LOG_LEVEL": "debug", "VAE_MODEL_DIR": "/m",
+        "VAE_INTRA_OP_THREADS": "3",
+    }
+    config = load_config(["--grpc-port", "7000", "--log-format", "json"], environ)
+    assert config.grpc_port == 7000
+    assert config.log_format == "json"
+    assert config.max_batch_size == 32 and config.max_delay_ms == 0.5
+    assert config.reflection is False and config.log_level == "DEBUG"
+    assert config.model_dir == Path("/m") and config.intra_op_threads == 3
+
+
+def test_intra_op_threads_zero_means_the_cpus_available() -> None:
+    assert load_config([], {"VAE_INTRA_OP_THREADS": "0"}).intra_op_threads == available_cpus()
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"VAE_GRPC_PORT": "http"}, "VAE_GRPC_PORT"),
+        ({"VAE_GRPC_PORT": "70000"}, "VAE_GRPC_PORT"),
+        ({"VAE_MAX_BATCH_SIZE": "0"}, "VAE_MAX_BATCH_SIZE"),
+        ({"VAE_MAX_DELAY_MS": "-1"}, "VAE_MAX_DELAY_MS"),
+        ({"VAE_GRACE_SECONDS": "nan"}, "VAE_GRACE_SECONDS"),
+        ({"VAE_REFLECTION": "maybe"}, "VAE_REFLECTION"),
+        ({"VAE_LOG_FORMAT": "xml"}, "VAE_LOG_FORMAT"),
+        ({"VAE_MAX_QUEUE": "100"}, "VAE_MAX_QUEUE"),
+        ({"VAE_MAX_MESSAGE_BYTES": "1000000"}, "VAE_MAX_MESSAGE_BYTES"),
+        ({"VAE_TLS_CERT_FILE": "/c.pem"}, "VAE_TLS_KEY_FILE"),
+        ({"VAE_TLS_CLIENT_CA_FILE": "/ca.pem"}, "VAE_TLS_CERT_FILE"),
+    ],
+)
+def test_invalid_settings_are_refused_naming_the_variable(environ, named) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config([], environ)
+
+
+def test_the_config_object_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(AttributeError):
+        config.grpc_port = 1  # type: ignore[misc]
+
+
+def test_a_bad_setting_stops_the_server_with_exit_2_and_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--max-batch-size", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "vae-serve: VAE_MAX_BATCH_SIZE must be at least 1"
+
+
+def test_help_lists_every_flag_with_its_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    for name in Config.__dataclass_fields__:
+        assert f"--{name.replace('_', '-')} VAE_{name.upper()}" in result.stdout
