@@ -272,7 +272,7 @@ class Batcher:
                 call_soon_threadsafe(self._finish, self._run(pieces))
         except BaseException as exc:
             log.exception("the %s batcher's worker stopped", self.name)
-            outcomes = [(job.future, None, exc) for job, _, _ in pieces or ()]
+            outcomes: list[_Outcome] = [(job.future, None, exc) for job, _, _ in pieces or ()]
             if not self._loop.is_closed():
                 call_soon_threadsafe(self._fail_everything, outcomes, exc)
 

@@ -34,7 +34,7 @@ class ShuttingDown(ServiceError):
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 
-_STATUS_CODES: dict[type[ServiceError], grpc.StatusCode] = {
+_STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,

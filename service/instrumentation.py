@@ -67,8 +67,9 @@ def instrument(
     requests: InFlightRequests,
     service_name: str,
     method_names: Iterable[str],
-) -> SimpleNamespace:
-    """An object with the servicer's methods, each wrapped by `instrumented`."""
+) -> Any:
+    """An object with the servicer's methods, each wrapped by `instrumented` (it stands in for
+    the servicer wherever one is expected)."""
     return SimpleNamespace(
         **{
             name: instrumented(

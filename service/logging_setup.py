@@ -21,7 +21,7 @@ def fields(**values: Any) -> dict[str, dict[str, Any]]:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, fields, exception if any."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a single-line JSON object."""
@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """`time level logger: message key=value ...`, time in UTC."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -9,6 +9,7 @@ reuse their seeds. Unseeded requests share one generator seeded from the OS.
 """
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class NoiseSource:
 
 
 @functools.lru_cache(maxsize=4096)
-def _pcg64_state(seed: int) -> dict[str, object]:
+def _pcg64_state(seed: int) -> Any:
     """The state `numpy.random.PCG64(seed)` starts in (pcg_setseq_128_srandom_r).
 
     The returned dict is shared through the cache; the `state` setter copies it.

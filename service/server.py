@@ -84,8 +84,8 @@ class Service:
         self.metrics = metrics
         self.models = ModelHolder(model)
         metrics.set_model(model.name, model.version)
-        self.batchers = [
-            Batcher(
+        self.batchers = {
+            graph: Batcher(
                 graph,
                 max_batch_size=config.max_batch_size,
                 max_queue_rows=config.max_queue,
@@ -95,8 +95,10 @@ class Service:
                 ),
             )
             for graph in ("encoder", "decoder")
-        ]
-        pipeline = VAEPipeline(self.models, *self.batchers, config.max_request_rows)
+        }
+        pipeline = VAEPipeline(
+            self.models, self.batchers["encoder"], self.batchers["decoder"], config.max_request_rows
+        )
         self.health = health.aio.HealthServicer()
         self.reloader = ModelReloader(
             config.model_dir, self.models, metrics, config.intra_op_threads, config.max_batch_size
@@ -114,7 +116,7 @@ class Service:
         """Start the batchers and the server, then report SERVING."""
         # grpc's health servicer starts out SERVING; nothing is until the server has started.
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        for batcher in self.batchers:
+        for batcher in self.batchers.values():
             batcher.start()
         await self.server.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -128,7 +130,7 @@ class Service:
         # Handlers have returned, but responses may still be on their way out: gRPC's own stop
         # waits for those, and cancels whatever is left when the grace runs out.
         await self.server.stop(max(0.0, deadline - time.monotonic()))
-        await asyncio.gather(*(batcher.close() for batcher in self.batchers))
+        await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
         return drained
 
 

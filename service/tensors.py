@@ -6,6 +6,7 @@ slower diagnosis of what exactly is wrong runs only when something is.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from vae.v1 import vae_pb2
@@ -14,8 +15,8 @@ from service.errors import InvalidArgument
 
 FLOAT32 = vae_pb2.FLOAT32
 UINT8 = vae_pb2.UINT8
-_NUMPY_DTYPES = {FLOAT32: np.dtype("<f4"), UINT8: np.dtype("u1")}
-_PROTO_DTYPES = {np.float32: FLOAT32, np.uint8: UINT8}
+_NUMPY_DTYPES: dict[int, np.dtype[Any]] = {FLOAT32: np.dtype("<f4"), UINT8: np.dtype("u1")}
+_PROTO_DTYPES: dict[type, vae_pb2.DType.ValueType] = {np.float32: FLOAT32, np.uint8: UINT8}
 
 
 def check_rows(field: str, rows: int, max_rows: int) -> None:
@@ -119,6 +120,6 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 def _dtype_name(dtype: int) -> str:
     try:
-        return vae_pb2.DType.Name(dtype)
+        return vae_pb2.DType.Name(vae_pb2.DType.ValueType(dtype))
     except ValueError:
         return f"unknown dtype {dtype}"
