@@ -7,8 +7,10 @@ codes in one place.
 import time
 
 import grpc
+import numpy as np
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
+from service.model import Model
 from service.pipeline import VAEPipeline
 from service.tensors import images_from_proto, latents_from_proto, to_proto
 
@@ -19,11 +21,22 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+def _seed(
+    request: vae_pb2.SampleRequest | vae_pb2.EncodeRequest | vae_pb2.ReconstructRequest,
+) -> int | None:
+    return request.seed if request.HasField("seed") else None
+
+
 class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
     """Implements vae.v1.VAEService on a VAEPipeline."""
 
     def __init__(self, pipeline: VAEPipeline) -> None:
         self._pipeline = pipeline
+
+    def _images(self, tensor: vae_pb2.Tensor, model: Model) -> tuple[np.ndarray, tuple[int, ...]]:
+        return images_from_proto(
+            tensor, "images", model.image_shape, self._pipeline.max_request_rows
+        )
 
     async def Sample(
         self, request: vae_pb2.SampleRequest, context: grpc.aio.ServicerContext
@@ -33,7 +46,7 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
         images, latents = await self._pipeline.sample(
             model,
             request.count,
-            request.seed if request.HasField("seed") else None,
+            _seed(request),
             request.temperature if request.HasField("temperature") else 1.0,
             _deadline(context),
         )
@@ -50,15 +63,8 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
     ) -> vae_pb2.EncodeResponse:
         """The posterior of each image, and a seeded draw from it when asked."""
         model = self._pipeline.model
-        images, _ = images_from_proto(
-            request.images, "images", model.image_shape, self._pipeline.max_request_rows
-        )
-        encoding = await self._pipeline.encode(
-            model,
-            images,
-            request.seed if request.HasField("seed") else None,
-            _deadline(context),
-        )
+        images, _ = self._images(request.images, model)
+        encoding = await self._pipeline.encode(model, images, _seed(request), _deadline(context))
         response = vae_pb2.EncodeResponse(
             mean=to_proto(encoding.mean),
             log_variance=to_proto(encoding.log_variance),
@@ -73,14 +79,9 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
     ) -> vae_pb2.ReconstructResponse:
         """Encode and decode each image, with its reconstruction error."""
         model = self._pipeline.model
-        images, shape = images_from_proto(
-            request.images, "images", model.image_shape, self._pipeline.max_request_rows
-        )
+        images, shape = self._images(request.images, model)
         result = await self._pipeline.reconstruct(
-            model,
-            images,
-            request.seed if request.HasField("seed") else None,
-            _deadline(context),
+            model, images, _seed(request), _deadline(context)
         )
         return vae_pb2.ReconstructResponse(
             images=to_proto(result.images, shape),

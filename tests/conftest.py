@@ -9,8 +9,12 @@ started once the gRPC health service says SERVING.
 
     def test_other(start_vae_server):             # a server with its own settings
         server = start_vae_server(VAE_MAX_QUEUE="4", VAE_MAX_REQUEST_ROWS="4")
+
+`pki` makes a CA, server and client certificates for TLS tests.
 """
 
+import datetime
+import ipaddress
 import json
 import os
 import signal
@@ -26,6 +30,10 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +197,56 @@ def start_vae_server() -> Iterator[StartServer]:
 def vae_server(start_vae_server: StartServer) -> ServerProcess:
     """One server with the default settings on the bundled model, shared by a test module."""
     return start_vae_server()
+
+
+def _issue(name: str, issuer: Any = None, ca: bool = False) -> tuple[Any, x509.Certificate]:
+    """A key and certificate for `name` (valid for localhost and 127.0.0.1 unless a CA),
+    signed by `issuer` (key, certificate) or self-signed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer_key, signer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return key, builder.sign(signer_key, hashes.SHA256())
+
+
+def _write(directory: Path, name: str, key: Any, cert: x509.Certificate) -> tuple[Path, Path]:
+    key_path, cert_path = directory / f"{name}.key", directory / f"{name}.pem"
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """PEM files for TLS tests: `ca`; `server_cert`/`server_key` and `client_cert`/`client_key`
+    signed by it; `stranger_cert`/`stranger_key` signed by another CA."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca = _issue("test CA", ca=True)
+    stranger_ca = _issue("another CA", ca=True)
+    paths = {"ca": _write(directory, "ca", *ca)[1]}
+    paths["server_key"], paths["server_cert"] = _write(directory, "server", *_issue("server", ca))
+    paths["client_key"], paths["client_cert"] = _write(directory, "client", *_issue("client", ca))
+    paths["stranger_key"], paths["stranger_cert"] = _write(
+        directory, "stranger", *_issue("stranger", stranger_ca)
+    )
+    return paths

@@ -16,19 +16,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from service.client._channel import channel_credentials, open_channel
+from service.client._channel import add_connection_arguments, channel_from_arguments
 from service.client._client import VAEClient
 from service.client._images import read_digit, save_grid
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-client", description=__doc__.split("\n")[0])
-    parser.add_argument("--target", default="localhost:50051", help="host:port of the server")
+    add_connection_arguments(parser)
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
-    parser.add_argument("--ca-file", type=Path, help="use TLS, trusting this PEM CA bundle")
-    parser.add_argument("--cert-file", type=Path, help="client certificate (mutual TLS)")
-    parser.add_argument("--key-file", type=Path, help="client private key (mutual TLS)")
-    parser.add_argument("--server-name", help="name to check the server's certificate against")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample", help="draw digits from the prior")
@@ -56,15 +52,6 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="describe the model being served")
     return parser
-
-
-def _client(args: argparse.Namespace) -> VAEClient:
-    tls = args.ca_file or args.cert_file or args.key_file
-    credentials = (
-        channel_credentials(args.ca_file, args.cert_file, args.key_file) if tls else None
-    )
-    channel = open_channel(args.target, credentials, server_name=args.server_name)
-    return VAEClient(channel=channel, timeout_seconds=args.timeout)
 
 
 def _run(args: argparse.Namespace, client: VAEClient) -> dict[str, object]:
@@ -117,7 +104,7 @@ def _run(args: argparse.Namespace, client: VAEClient) -> dict[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; prints its result as JSON. Exit 1 with the status on an RPC error."""
     args = _parser().parse_args(argv)
-    with _client(args) as client:
+    with VAEClient(channel=channel_from_arguments(args), timeout_seconds=args.timeout) as client:
         try:
             result = _run(args, client)
         except grpc.RpcError as error:

@@ -1,5 +1,6 @@
 """Opening a gRPC channel to the service, in plain text or TLS / mutual TLS."""
 
+import argparse
 from pathlib import Path
 
 import grpc
@@ -19,6 +20,23 @@ def channel_credentials(
         private_key=key_file.read_bytes() if key_file else None,
         certificate_chain=cert_file.read_bytes() if cert_file else None,
     )
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --target and the TLS flags (--ca-file, --cert-file, --key-file, --server-name)."""
+    parser.add_argument("--target", default="localhost:50051", help="host:port of the server")
+    parser.add_argument("--ca-file", type=Path, help="use TLS, trusting this PEM CA bundle")
+    parser.add_argument("--cert-file", type=Path, help="client certificate (mutual TLS)")
+    parser.add_argument("--key-file", type=Path, help="client private key (mutual TLS)")
+    parser.add_argument("--server-name", help="name to check the server's certificate against")
+
+
+def channel_from_arguments(args: argparse.Namespace) -> grpc.Channel:
+    """The channel that flags added by `add_connection_arguments` describe."""
+    credentials = None
+    if args.ca_file or args.cert_file or args.key_file:
+        credentials = channel_credentials(args.ca_file, args.cert_file, args.key_file)
+    return open_channel(args.target, credentials, server_name=args.server_name)
 
 
 def open_channel(

@@ -1,71 +1,14 @@
-"""TLS and mutual TLS from the VAE_TLS_* files, with certificates made for the test."""
+"""TLS and mutual TLS from the VAE_TLS_* files, with certificates made for the test (`pki`)."""
 
-import datetime
-import ipaddress
 import subprocess
 import sys
-from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from service.client import VAEClient, channel_credentials, open_channel
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def issue(name: str, issuer=None, ca: bool = False):
-    """A key and certificate for `name`, signed by `issuer` (key, cert) or self-signed."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    signer_key, signer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(signer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return key, builder.sign(signer_key, hashes.SHA256())
-
-
-def write(directory: Path, name: str, key, cert) -> tuple[Path, Path]:
-    key_path, cert_path = directory / f"{name}.key", directory / f"{name}.pem"
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("pki")
-    ca = issue("test CA", ca=True)
-    stranger_ca = issue("another CA", ca=True)
-    paths = {"ca": write(directory, "ca", *ca)[1]}
-    paths["server_key"], paths["server_cert"] = write(directory, "server", *issue("server", ca))
-    paths["client_key"], paths["client_cert"] = write(directory, "client", *issue("client", ca))
-    paths["stranger_key"], paths["stranger_cert"] = write(
-        directory, "stranger", *issue("stranger", stranger_ca)
-    )
-    return paths
 
 
 @pytest.fixture(scope="module")
