@@ -66,9 +66,9 @@ class Config:
     )
     max_batch_size: int = _setting(256, "Most rows in one onnxruntime run.")
     max_delay_ms: float = _setting(
-        0.0,
+        2.0,
         "Under load only: how long a partial batch may wait to fill, counted from its oldest "
-        "request. An idle server never waits.",
+        "request (it closes sooner when arrivals pause). An idle server never waits; 0: never.",
     )
     max_queue: int = _setting(
         16384, "Rows waiting per graph; beyond it requests get RESOURCE_EXHAUSTED at once."

@@ -12,7 +12,7 @@ from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from service.model import Model
 from service.pipeline import VAEPipeline
-from service.tensors import images_from_proto, latents_from_proto, to_proto
+from service.tensors import images_from_proto, latents_from_proto, write_tensor
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -50,12 +50,10 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
             request.temperature if request.HasField("temperature") else 1.0,
             _deadline(context),
         )
-        response = vae_pb2.SampleResponse(
-            images=to_proto(images, (request.count, *model.image_shape)),
-            model_version=model.version,
-        )
+        response = vae_pb2.SampleResponse(model_version=model.version)
+        write_tensor(response.images, images, (request.count, *model.image_shape))
         if request.return_latents:
-            response.latents.CopyFrom(to_proto(latents))
+            write_tensor(response.latents, latents)
         return response
 
     async def Encode(
@@ -65,13 +63,11 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
         model = self._pipeline.model
         images, _ = self._images(request.images, model)
         encoding = await self._pipeline.encode(model, images, _seed(request), _deadline(context))
-        response = vae_pb2.EncodeResponse(
-            mean=to_proto(encoding.mean),
-            log_variance=to_proto(encoding.log_variance),
-            model_version=model.version,
-        )
+        response = vae_pb2.EncodeResponse(model_version=model.version)
+        write_tensor(response.mean, encoding.mean)
+        write_tensor(response.log_variance, encoding.log_variance)
         if encoding.latents is not None:
-            response.latents.CopyFrom(to_proto(encoding.latents))
+            write_tensor(response.latents, encoding.latents)
         return response
 
     async def Reconstruct(
@@ -83,11 +79,11 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
         result = await self._pipeline.reconstruct(
             model, images, _seed(request), _deadline(context)
         )
-        return vae_pb2.ReconstructResponse(
-            images=to_proto(result.images, shape),
-            reconstruction_error=result.errors.tolist(),
-            model_version=model.version,
+        response = vae_pb2.ReconstructResponse(
+            reconstruction_error=result.errors.tolist(), model_version=model.version
         )
+        write_tensor(response.images, result.images, shape)
+        return response
 
     async def Decode(
         self, request: vae_pb2.DecodeRequest, context: grpc.aio.ServicerContext
@@ -98,10 +94,9 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
             request.latents, "latents", model.latent_dim, self._pipeline.max_request_rows
         )
         images = await self._pipeline.decode(model, latents, _deadline(context))
-        return vae_pb2.DecodeResponse(
-            images=to_proto(images, (len(images), *model.image_shape)),
-            model_version=model.version,
-        )
+        response = vae_pb2.DecodeResponse(model_version=model.version)
+        write_tensor(response.images, images, (len(images), *model.image_shape))
+        return response
 
     async def GetModelInfo(
         self, request: vae_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext

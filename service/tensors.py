@@ -70,12 +70,26 @@ def latents_from_proto(
     return array
 
 
-def to_proto(array: np.ndarray, shape: Sequence[int] | None = None) -> vae_pb2.Tensor:
-    """A Tensor holding a float32 or uint8 `array` (row-major, little-endian) as `shape`
-    (default: the array's own shape)."""
+def write_tensor(
+    tensor: vae_pb2.Tensor, array: np.ndarray, shape: Sequence[int] | None = None
+) -> None:
+    """Fill `tensor` with a float32 or uint8 `array` (row-major, little-endian) as `shape`
+    (default: the array's own shape).
+
+    Writing into the response's own field, rather than building a Tensor and passing it to the
+    response's constructor, saves a copy of the data: megabytes for a large batch.
+    """
     dtype = _PROTO_DTYPES[array.dtype.type]
-    data = array.astype(_NUMPY_DTYPES[dtype], copy=False).tobytes()
-    return vae_pb2.Tensor(shape=array.shape if shape is None else shape, dtype=dtype, data=data)
+    tensor.shape.extend(array.shape if shape is None else shape)
+    tensor.dtype = dtype
+    tensor.data = array.astype(_NUMPY_DTYPES[dtype], copy=False).tobytes()
+
+
+def to_proto(array: np.ndarray, shape: Sequence[int] | None = None) -> vae_pb2.Tensor:
+    """A new Tensor holding `array` as `shape` (see write_tensor)."""
+    tensor = vae_pb2.Tensor()
+    write_tensor(tensor, array, shape)
+    return tensor
 
 
 def from_proto(tensor: vae_pb2.Tensor) -> np.ndarray:

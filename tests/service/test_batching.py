@@ -166,6 +166,20 @@ def test_under_load_a_partial_batch_waits_up_to_max_delay_to_fill() -> None:
     run(scenario())
 
 
+def test_under_load_a_partial_batch_closes_early_once_arrivals_pause() -> None:
+    async def scenario() -> None:
+        graph = GatedGraph()
+        # Arrivals pausing for a quarter of max_delay (1 s) close the batch, not max_delay.
+        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=4000) as b:
+            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(20)]))
+            started = time.monotonic()
+            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(6)]))
+            assert time.monotonic() - started < 3.5
+        assert graph.batch_sizes[-1] == 6
+
+    run(scenario())
+
+
 def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
     async def scenario() -> None:
         graph = GatedGraph(hold_first=True)
