@@ -107,6 +107,9 @@ class Metrics:
             ("result",),
             registry=registry,
         )
+        # Both series exist from the start, so an alert on a failed roll-out sees 0 -> 1.
+        for result in ("success", "failure"):
+            self.model_reload.labels(result)
 
     def rpc(self, service: str, method: str, rpc_type: str = "unary") -> RpcMetrics:
         """The cached label children for one method."""

@@ -79,4 +79,4 @@ def test_sighup_reloads_the_newest_version(start_vae_server, model_dir, tmp_path
     server.wait_for_log("model swapped", timeout=30)
     with VAEClient(server.target) as client:
         assert client.sample(1).model_version == "2"
-    assert reloads(server) == {"success": 1.0}
+    assert reloads(server) == {"success": 1.0, "failure": 0.0}
