@@ -65,8 +65,8 @@ def test_requests_whose_deadline_passes_in_the_queue_never_reach_onnxruntime(
     server = start_vae_server(VAE_MAX_QUEUE=str(64 * 4096))
     rows_before = sample_value(server.scrape(), "vae_batch_size_sum", {"graph": "decoder"})
     request = vae_pb2.SampleRequest(count=4096)
-    calls = 24
-    outcomes = asyncio.run(flood(server.target, request, calls=calls, timeout=0.5))
+    calls = 8
+    outcomes = asyncio.run(flood(server.target, request, calls=calls, timeout=0.1))
     seen = codes(outcomes)
     assert set(seen) <= {"OK", "DEADLINE_EXCEEDED"}, seen
     assert seen["DEADLINE_EXCEEDED"] > 0
