@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", default="0", help="CPUs the servers are pinned to")
     parser.add_argument("--client-cpus", default="1", help="CPUs the load generator may use")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--intra-op-threads", type=int, default=1,
+                        help="onnxruntime threads, for the service and the in-process limit")
     args = parser.parse_args(argv)
     server_cpus, client_cpus = cpu_set(args.server_cpus), cpu_set(args.client_cpus)
     version_dir = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()),
@@ -73,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"compute limit: onnxruntime in-process on CPUs {sorted(server_cpus)}", flush=True)
     os.sched_setaffinity(0, server_cpus)
-    limits = compute.measure(version_dir, threads=len(server_cpus))
+    limits = compute.measure(version_dir, threads=args.intra_op_threads)
     os.sched_setaffinity(0, client_cpus)
 
+    threads = {"VAE_INTRA_OP_THREADS": str(args.intra_op_threads)}
     servers = (
         ("floor", "bench.floor_server", {}),
-        ("batching on", "service", {}),
-        ("batching off", "service", {"VAE_MAX_BATCH_SIZE": "1"}),
+        ("batching on", "service", threads),
+        ("batching off", "service", {**threads, "VAE_MAX_BATCH_SIZE": "1"}),
     )
     rows = []
     for name, module, env in servers:
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "cpu": cpu_model(),
                     "cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": {"duration_s": args.duration, "server_cpus": sorted(server_cpus),
-                     "client_cpus": sorted(client_cpus), "procs": args.procs},
+                     "client_cpus": sorted(client_cpus), "procs": args.procs,
+                     "intra_op_threads": args.intra_op_threads},
         "compute_limit_rows_per_s": limits,
         "rows": rows,
     }
