@@ -88,10 +88,13 @@ def version_dirs(model_dir: Path) -> list[Path]:
     """The numbered version directories under `model_dir`, oldest first."""
     if not model_dir.is_dir():
         raise ModelLoadError(f"model directory {model_dir} does not exist")
-    return sorted(
-        (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
-        key=lambda p: int(p.name),
-    )
+    try:
+        return sorted(
+            (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+            key=lambda p: int(p.name),
+        )
+    except OSError as exc:
+        raise ModelLoadError(f"model directory {model_dir}: {_one_line(exc)}") from None
 
 
 def newest_version_dir(model_dir: Path) -> Path:
@@ -106,31 +109,44 @@ def load_model(version_dir: Path, intra_op_threads: int, warmup_rows: int = 1) -
     """Load and check the model in `version_dir`; raises ModelLoadError with the reason.
 
     Checks: the manifest parses and describes both graphs, each file's sha256 matches, the
-    sessions have the expected inputs and outputs, and a warm-up batch of `warmup_rows` rows
-    (so the memory arena is sized for full batches) gives finite outputs of the right shapes.
+    sessions have the expected inputs and outputs with the widths the manifest implies and a
+    free number of rows, and a warm-up batch of `warmup_rows` rows (so the memory arena is
+    sized for full batches) gives finite outputs of the right shapes.
     """
     manifest = _read_manifest(version_dir)
+    manifest_path = version_dir / MANIFEST
     try:
         latent_dim = int(manifest["latent_dim"])
         height, width = (int(v) for v in manifest["image_shape"])
         version = str(manifest["version"])
-        graphs = {
-            name: _load_graph(name, version_dir, manifest["graphs"][name], intra_op_threads)
-            for name in GRAPH_IO
-        }
+        specs = {name: manifest["graphs"][name] for name in GRAPH_IO}
+        training_section = manifest.get("training", {})
+        if not isinstance(training_section, dict):
+            raise TypeError("'training' must be an object")
         training = {
             key: float(value)
-            for key, value in manifest.get("training", {}).items()
+            for key, value in training_section.items()
             if isinstance(value, int | float) and not isinstance(value, bool)
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(
-            f"{version_dir / MANIFEST}: missing or malformed field {_one_line(exc)}"
+            f"{manifest_path}: missing or malformed field {_one_line(exc)}"
         ) from None
+    if min(latent_dim, height, width) < 1:
+        raise ModelLoadError(
+            f"{manifest_path}: latent_dim and image_shape must be positive, "
+            f"got {latent_dim} and [{height}, {width}]"
+        )
     if version != version_dir.name:
         raise ModelLoadError(
-            f"{version_dir / MANIFEST} says version {version!r} but lives in {version_dir.name!r}"
+            f"{manifest_path} says version {version!r} but lives in {version_dir.name!r}"
         )
+    # (input width, output width) of each graph, as the manifest describes the model.
+    widths = {"encoder": (height * width, latent_dim), "decoder": (latent_dim, height * width)}
+    graphs = {
+        name: _load_graph(name, version_dir, specs[name], intra_op_threads, widths[name])
+        for name in GRAPH_IO
+    }
     model = Model(
         name=str(manifest.get("name", version_dir.parent.name)),
         version=version,
@@ -159,17 +175,28 @@ def _read_manifest(version_dir: Path) -> dict[str, Any]:
 
 
 def _load_graph(
-    name: str, version_dir: Path, spec: dict[str, Any], intra_op_threads: int
+    name: str,
+    version_dir: Path,
+    spec: Any,
+    intra_op_threads: int,
+    widths: tuple[int, int],
 ) -> Graph:
-    path = version_dir / spec["file"]
+    try:
+        path = version_dir / spec["file"]
+        expected_digest = spec["sha256"]
+    except (KeyError, TypeError) as exc:
+        raise ModelLoadError(
+            f"{version_dir / MANIFEST}: graphs.{name} needs a file and a sha256 "
+            f"({_one_line(exc)})"
+        ) from None
     try:
         with path.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as exc:
         raise ModelLoadError(f"{path}: {_one_line(exc)}") from None
-    if digest != spec["sha256"]:
+    if digest != expected_digest:
         raise ModelLoadError(
-            f"{path}: sha256 {digest} does not match the manifest's {spec['sha256']}"
+            f"{path}: sha256 {digest} does not match the manifest's {expected_digest}"
         )
     try:
         session = ort.InferenceSession(
@@ -185,7 +212,35 @@ def _load_graph(
             f"{path}: has inputs {inputs} and outputs {outputs}; the service needs input "
             f"{expected_input!r} and outputs {list(expected_outputs)}"
         )
+    _check_shapes(path, session, expected_outputs, widths)
     return Graph(name, session, digest)
+
+
+def _check_shapes(
+    path: Path,
+    session: ort.InferenceSession,
+    used_outputs: tuple[str, ...],
+    widths: tuple[int, int],
+) -> None:
+    """The graph's input and used outputs must be declared float32 (rows, width) with the
+    rows left free: the batcher runs any number of rows, and a different fixed width means a
+    graph that does not fit the manifest. A width left free is checked by the warm-up run."""
+    input_width, output_width = widths
+    declared = [(i, input_width) for i in session.get_inputs()]
+    declared += [(o, output_width) for o in session.get_outputs() if o.name in used_outputs]
+    for tensor, width in declared:
+        shape = tensor.shape
+        fits = (
+            tensor.type == "tensor(float)"
+            and len(shape) == 2
+            and not isinstance(shape[0], int)
+            and (not isinstance(shape[1], int) or shape[1] == width)
+        )
+        if not fits:
+            raise ModelLoadError(
+                f"{path}: {tensor.name} is {tensor.type} of shape {shape}; the manifest "
+                f"implies float32 (rows, {width}) with any number of rows"
+            )
 
 
 def _session_options(intra_op_threads: int) -> ort.SessionOptions:

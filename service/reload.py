@@ -57,7 +57,8 @@ class ModelReloader:
     async def reload(self, force: bool = False) -> bool:
         """Load and swap in the newest version if it differs from the one serving (or `force`).
 
-        Returns whether a new model now serves. Never raises for a bad model: it logs it.
+        Returns whether a new model now serves. Never raises for a bad model, nor for a surprise
+        while loading one (a bug, say): both are logged and counted, and the old model serves on.
         """
         async with self._lock:
             current = self._holder.current
@@ -76,6 +77,8 @@ class ModelReloader:
                 )
             except ModelLoadError as exc:
                 return self._reject(version_dir, signature, exc, force)
+            except Exception as exc:  # The poller must outlive whatever a model dir holds.
+                return self._reject(version_dir, signature, exc, force, unexpected=True)
             self._holder.swap(model)
             self._rejected = None
             self._metrics.set_model(model.name, model.version)
@@ -87,14 +90,22 @@ class ModelReloader:
             return True
 
     def _reject(
-        self, version_dir: Path, signature: FileSignature, exc: Exception, force: bool
+        self,
+        version_dir: Path,
+        signature: FileSignature,
+        exc: Exception,
+        force: bool,
+        unexpected: bool = False,
     ) -> bool:
-        """Count and log a failed load once per change of the files; the old model stays."""
+        """Count and log a failed load once per change of the files; the old model stays.
+        An unexpected exception is logged with its traceback."""
         if force or self._rejected != (version_dir, signature):
             self._metrics.model_reload.labels("failure").inc()
+            reason = f"{type(exc).__name__}: {exc}" if unexpected else str(exc)
             log.error(
                 "model reload rejected",
-                extra=fields(reason=str(exc), serving_version=self._holder.current.version),
+                exc_info=exc if unexpected else None,
+                extra=fields(reason=reason, serving_version=self._holder.current.version),
             )
         self._rejected = (version_dir, signature)
         return False

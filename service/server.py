@@ -3,6 +3,10 @@
 As in grpc's examples, the factory is kept apart from the process: `create_server` only
 assembles services and binds the port, while `serve` loads the model, starts the metrics
 endpoint, handles signals (SIGTERM/SIGINT: drain; SIGHUP: reload the model) and shuts down.
+
+A request body that does not parse as its method's message is answered INVALID_ARGUMENT like
+any other bad input: grpc's own handling would answer UNKNOWN with the parser's exception text
+and log a traceback per request, so a stream of garbage would flood the log.
 """
 
 import asyncio
@@ -10,9 +14,11 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import (
     GC_COLLECTOR,
@@ -25,7 +31,8 @@ from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from service.batching import Batcher
 from service.config import Config, ConfigError
-from service.instrumentation import InFlightRequests, instrument
+from service.errors import InvalidArgument
+from service.instrumentation import Handler, InFlightRequests, instrument
 from service.logging_setup import fields
 from service.metrics import Metrics
 from service.model import Model, ModelHolder, ModelLoadError, load_model, newest_version_dir
@@ -41,6 +48,67 @@ _SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VAEService"]
 SERVICE_NAME = _SERVICE.full_name
 METHOD_NAMES = tuple(method.name for method in _SERVICE.methods)
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse as `type_name`."""
+
+    def __init__(self, type_name: str, error: DecodeError) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def _tolerant_parser(message_type: type[Message]) -> Any:
+    """A request deserializer that returns a MalformedRequest instead of raising."""
+    type_name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Message | MalformedRequest:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return MalformedRequest(type_name, exc)
+
+    return parse
+
+
+def _refusing_malformed(method: Handler) -> Handler:
+    """`method`, but a MalformedRequest is refused as bad input instead of being passed on."""
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, MalformedRequest):
+            raise InvalidArgument(
+                "request", f"the body is not a valid {request.type_name} message"
+            )
+        return await method(request, context)
+
+    return handler
+
+
+def _add_vae_service(
+    server: grpc.aio.Server,
+    servicer: vae_pb2_grpc.VAEServiceServicer,
+    metrics: Metrics,
+    requests: InFlightRequests,
+) -> None:
+    """Register VAEService's methods, instrumented, with request parsers that never raise.
+
+    This replaces the generated `add_VAEServiceServicer_to_server` only to swap in the parsers.
+    """
+    guarded = SimpleNamespace(
+        **{name: _refusing_malformed(getattr(servicer, name)) for name in METHOD_NAMES}
+    )
+    instrumented = instrument(guarded, metrics, requests, SERVICE_NAME, METHOD_NAMES)
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(instrumented, method.name),
+            request_deserializer=_tolerant_parser(getattr(vae_pb2, method.input_type.name)),
+            response_serializer=getattr(vae_pb2, method.output_type.name).SerializeToString,
+        )
+        for method in _SERVICE.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def create_server(
@@ -63,9 +131,7 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    vae_pb2_grpc.add_VAEServiceServicer_to_server(
-        instrument(servicer, metrics, requests, SERVICE_NAME, METHOD_NAMES), server
-    )
+    _add_vae_service(server, servicer, metrics, requests)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         enable_reflection(server, (SERVICE_NAME, HEALTH_SERVICE_NAME))
@@ -177,12 +243,7 @@ async def serve(config: Config) -> int:
             config=config.as_log_fields(),
         ),
     )
-    await _run_until_stopped(service, config)
-    log.info(
-        "draining",
-        extra=fields(grace_seconds=config.grace_seconds, in_flight=service.requests.count),
-    )
-    drained = await service.stop(config.grace_seconds)
+    drained = await _run_until_stopped(service, config)
     metrics_server.shutdown()
     if drained:
         log.info("stopped")
@@ -191,21 +252,46 @@ async def serve(config: Config) -> int:
     return 0
 
 
-async def _run_until_stopped(service: Service, config: Config) -> None:
-    """Serve, reloading on SIGHUP and by polling, until SIGTERM or SIGINT."""
+async def _run_until_stopped(service: Service, config: Config) -> bool:
+    """Serve, reloading on SIGHUP and by polling, until SIGTERM or SIGINT; then drain.
+    Returns whether every admitted request finished within the grace period.
+
+    The signal handlers stay in place until the drain is over, and the signals are ignored
+    after it: with the default actions back, a second SIGTERM or a SIGHUP during the drain
+    would kill the process and every request it had admitted, and one after it would turn a
+    clean exit into a kill. The grace period bounds the drain; SIGKILL stops the process at
+    once.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    stop_signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
-    for signum in stop_signals:
-        loop.add_signal_handler(signum, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, service.reloader.trigger)
+
+    def on_stop(signum: signal.Signals) -> None:
+        if stopping.is_set():
+            log.warning("already draining; signal ignored", extra=fields(signal=signum.name))
+        stopping.set()
+
+    def on_reload() -> None:
+        if stopping.is_set():
+            log.warning("draining; SIGHUP ignored")
+        else:
+            service.reloader.trigger()
+
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
     poller = None
     if config.model_poll_seconds > 0:
         poller = loop.create_task(service.reloader.poll(config.model_poll_seconds))
     try:
         await stopping.wait()
-    finally:
         if poller is not None:
             poller.cancel()
-        for signum in (*stop_signals, signal.SIGHUP):
+        log.info(
+            "draining",
+            extra=fields(grace_seconds=config.grace_seconds, in_flight=service.requests.count),
+        )
+        return await service.stop(config.grace_seconds)
+    finally:
+        for signum in (*_STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
