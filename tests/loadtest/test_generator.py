@@ -136,12 +136,12 @@ def test_worker_processes_share_the_load_and_report_their_cpu(slow_server, vae_p
     assert report.count == 40
 
 
-def test_mutual_tls_with_ghz_flags(slow_server, vae_proto, tls_files, capsys) -> None:
-    files = tls_files
+def test_mutual_tls_with_ghz_flags(slow_server, vae_proto, pki, capsys) -> None:
+    files = {name: str(path) for name, path in pki.items()}
     server_tls = (f"--tls-cert={files['server_cert']}", f"--tls-key={files['server_key']}")
     host = slow_server(delay_ms=1, tls_flags=(*server_tls, f"--client-ca={files['ca']}"))
     flags = [host, "--proto", vae_proto, "--call", SAMPLE, "-n", "10", "-c", "2"]
-    flags += ["--cacert", files["ca"], "--cname", "vae.test", "--connect-timeout", "2s"]
+    flags += ["--cacert", files["ca"], "--cname", "localhost", "--connect-timeout", "2s"]
     client = ["--cert", files["client_cert"], "--key", files["client_key"]]
     assert main([*flags, *client]) == EXIT_OK
     assert "[OK]   10 responses" in capsys.readouterr().out
