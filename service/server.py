@@ -49,6 +49,14 @@ SERVICE_NAME = _SERVICE.full_name
 METHOD_NAMES = tuple(method.name for method in _SERVICE.methods)
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# After the drain, new calls are still refused with UNAVAILABLE this long before gRPC stops:
+# a caller whose request just finished often sends the next one at once, and a call that meets
+# gRPC's own shutdown is CANCELLED, which clients do not retry elsewhere.
+_LINGER_SECONDS = 0.5
+# Once the admitted requests have returned, gRPC's stop has only their responses to flush.
+# Streams still open after this, such as load balancers' health Watch calls, are cancelled
+# rather than holding the process for the whole grace period.
+_FLUSH_SECONDS = 2.0
 
 
 class MalformedRequest:
@@ -194,9 +202,10 @@ class Service:
         deadline = time.monotonic() + grace_seconds
         await self.health.enter_graceful_shutdown()
         drained = await self.requests.drain(grace_seconds)
+        await asyncio.sleep(min(_LINGER_SECONDS, max(0.0, deadline - time.monotonic())))
         # Handlers have returned, but responses may still be on their way out: gRPC's own stop
-        # waits for those, and cancels whatever is left when the grace runs out.
-        await self.server.stop(max(0.0, deadline - time.monotonic()))
+        # waits for those, and cancels whatever is left after the flush time or the grace.
+        await self.server.stop(min(_FLUSH_SECONDS, max(0.0, deadline - time.monotonic())))
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
         return drained
 

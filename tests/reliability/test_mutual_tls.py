@@ -1,0 +1,131 @@
+"""TLS and mutual TLS beyond tests/service/test_tls.py: misconfigured files stop start-up with
+one line naming the setting, a TLS server refuses plaintext and clients that do not trust its
+CA, and refused clients do no harm to the one being served beside them."""
+
+import json
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import serialization
+from reliability_tools import Traffic, seeded_requests
+
+from service.client import VAEClient, channel_credentials, open_channel
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def encrypted_key(pki, path):
+    key = serialization.load_pem_private_key(pki["server_key"].read_bytes(), password=None)
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    ))
+    return path
+
+
+def not_pem(path):
+    path.write_text("this is not a PEM file\n")
+    return path
+
+
+def empty(path):
+    path.write_bytes(b"")
+    return path
+
+
+# (cert, key, client CA, the setting named, words of the reason), each a function of
+# (pki, tmp_path) giving a path.
+MISCONFIGURATIONS = {
+    "key of another certificate": (
+        lambda p, t: p["server_cert"], lambda p, t: p["client_key"], None,
+        "VAE_TLS_KEY_FILE", "is not the key of the certificate"),
+    "certificate not PEM": (
+        lambda p, t: not_pem(t / "cert.pem"), lambda p, t: p["server_key"], None,
+        "VAE_TLS_CERT_FILE", "holds no PEM certificate"),
+    "key not PEM": (
+        lambda p, t: p["server_cert"], lambda p, t: not_pem(t / "key.pem"), None,
+        "VAE_TLS_KEY_FILE", "holds no PEM private key"),
+    "certificate and key swapped": (
+        lambda p, t: p["server_key"], lambda p, t: p["server_cert"], None,
+        "VAE_TLS_CERT_FILE", "holds no PEM certificate"),
+    "encrypted key": (
+        lambda p, t: p["server_cert"], lambda p, t: encrypted_key(p, t / "key.pem"), None,
+        "VAE_TLS_KEY_FILE", "the key is encrypted"),
+    "empty client CA": (
+        lambda p, t: p["server_cert"], lambda p, t: p["server_key"],
+        lambda p, t: empty(t / "ca.pem"), "VAE_TLS_CLIENT_CA_FILE", "holds no PEM certificate"),
+    "client CA a key": (
+        lambda p, t: p["server_cert"], lambda p, t: p["server_key"],
+        lambda p, t: p["client_key"], "VAE_TLS_CLIENT_CA_FILE", "holds no PEM certificate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISCONFIGURATIONS))
+def test_a_tls_misconfiguration_stops_start_up_with_one_line_naming_the_setting(
+    start_vae_server, pki, tmp_path, case
+) -> None:
+    cert, key, client_ca, setting, reason = MISCONFIGURATIONS[case]
+    env = {"VAE_TLS_CERT_FILE": str(cert(pki, tmp_path)),
+           "VAE_TLS_KEY_FILE": str(key(pki, tmp_path))}
+    if client_ca is not None:
+        env["VAE_TLS_CLIENT_CA_FILE"] = str(client_ca(pki, tmp_path))
+    server = start_vae_server(wait_serving=False, **env)
+    assert server.wait_exit() == 1
+    # Every line is one JSON record: grpc never got to print its own reasons.
+    records = [json.loads(line) for line in server.lines]
+    (error,) = [r for r in records if r["level"] == "ERROR"]
+    assert error["message"].startswith(f"cannot start: {setting}: "), error
+    assert reason in error["message"], error
+    assert not any(r["message"] == "serving" for r in records)
+
+
+@pytest.fixture(scope="module")
+def tls_server(start_vae_server, pki):
+    return start_vae_server(
+        VAE_TLS_CERT_FILE=str(pki["server_cert"]), VAE_TLS_KEY_FILE=str(pki["server_key"])
+    )
+
+
+def refused(channel: grpc.Channel) -> grpc.StatusCode:
+    """The status of a call over `channel`, which must fail."""
+    with pytest.raises(grpc.RpcError) as raised, VAEClient(channel=channel,
+                                                           timeout_seconds=10) as client:
+        client.info()
+    return raised.value.code()
+
+
+def test_a_tls_server_serves_clients_trusting_its_ca_and_refuses_the_rest(tls_server, pki):
+    trusting = open_channel(tls_server.target, channel_credentials(pki["ca"]))
+    with VAEClient(channel=trusting, timeout_seconds=10) as client:
+        assert client.info().name == "vae-mnist"
+    assert refused(grpc.insecure_channel(tls_server.target)) == grpc.StatusCode.UNAVAILABLE
+    # A client whose trust anchor did not sign the server's certificate.
+    distrusting = open_channel(tls_server.target, channel_credentials(pki["stranger_cert"]))
+    assert refused(distrusting) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_refused_clients_do_no_harm_to_a_mutual_tls_client_served_beside_them(
+    start_vae_server, pki, heldout
+) -> None:
+    server = start_vae_server(
+        VAE_TLS_CERT_FILE=str(pki["server_cert"]), VAE_TLS_KEY_FILE=str(pki["server_key"]),
+        VAE_TLS_CLIENT_CA_FILE=str(pki["ca"]),
+    )
+    credentials = {
+        "right certificate": channel_credentials(pki["ca"], pki["client_cert"],
+                                                 pki["client_key"]),
+        "no certificate": channel_credentials(pki["ca"]),
+        "another CA's certificate": channel_credentials(pki["ca"], pki["stranger_cert"],
+                                                        pki["stranger_key"]),
+    }
+    served = Traffic(server.target, seeded_requests(heldout), callers=2,
+                     channel_factory=lambda: open_channel(server.target,
+                                                          credentials["right certificate"]))
+    with served:
+        for _ in range(3):
+            for who in ("no certificate", "another CA's certificate"):
+                channel = open_channel(server.target, credentials[who])
+                assert refused(channel) == grpc.StatusCode.UNAVAILABLE, who
+            assert refused(grpc.insecure_channel(server.target)) == grpc.StatusCode.UNAVAILABLE
+        served.wait_answered(len(served.calls))
+    served.assert_clean()
