@@ -14,6 +14,7 @@ bench/throughput_latency.png; prints a table and the target ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -54,8 +55,9 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
     }
     if ghz_available():
         row["ghz"] = run_ghz(scenario, server.target, args.duration, args.client_cpus)
-    print(f"  {scenario.name:24s} {row['rps']:9,.0f} req/s  p50 {row['p50_s'] * 1e3:7.2f} ms  "
-          f"p99 {row['p99_s'] * 1e3:7.2f} ms  server cpu {watch.cpu_s / report.total_s:4.0%}  "
+    print(f"  {server.name:12s} {scenario.name:24s} {row['rps']:9,.0f} req/s  "
+          f"p50 {row['p50_s'] * 1e3:7.2f} ms  p99 {row['p99_s'] * 1e3:7.2f} ms  "
+          f"server cpu {watch.cpu_s / report.total_s:4.0%}  "
           f"client cpu {report.cpu_s / report.total_s:4.0%}  {report.status_counts}", flush=True)
     return row
 
@@ -85,10 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         ("batching off", "service", {**threads, "VAE_MAX_BATCH_SIZE": "1"}),
     )
     rows = []
-    for name, module, env in servers:
-        print(f"{name}: python -m {module} {env or ''} on CPUs {sorted(server_cpus)}", flush=True)
-        with start_server(name, module, server_cpus, env) as server:
-            rows += [measure_scenario(server, scenario, args) for scenario in SCENARIOS]
+    with contextlib.ExitStack() as stack:
+        running = []
+        for name, module, env in servers:
+            print(f"{name}: python -m {module} {env or ''} on CPUs {sorted(server_cpus)}",
+                  flush=True)
+            running.append(stack.enter_context(start_server(name, module, server_cpus, env)))
+        # Each scenario runs on the three servers back to back (the idle ones cost next to
+        # nothing), so a change in the machine's background load touches all three alike and
+        # the ratios stay fair; one server after the other, a busy minute skewed them.
+        for scenario in SCENARIOS:
+            rows += [measure_scenario(server, scenario, args) for server in running]
+    order = [name for name, _, _ in servers]
+    rows.sort(key=lambda row: order.index(row["server"]))
 
     results = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
