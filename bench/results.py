@@ -67,7 +67,7 @@ def print_table(results: dict) -> None:
     print("\n| onnxruntime in-process | batch 1 | batch 64 | batch 1024 | batch 4096 |")
     print("|---|---:|---:|---:|---:|")
     for graph, by_batch in limits.items():
-        cells = " | ".join(f"{by_batch[b]:,.0f}" for b in sorted(by_batch))
+        cells = " | ".join(f"{by_batch[b]:,.0f}" for b in sorted(by_batch, key=int))
         print(f"| {graph} rows/s | {cells} |")
     print("\n| target | ratio | goal | met | one-core ceiling |")
     print("|---|---:|---|---|---:|")
