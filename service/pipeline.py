@@ -17,6 +17,9 @@ from service.model import Model, ModelHolder
 from service.noise import NoiseSource
 from service.tensors import check_rows
 
+# Beyond this the prior's draws leave the region the decoder has seen by orders of magnitude,
+# and near float32's limit they overflow into NaN images.
+MAX_TEMPERATURE = 100.0
 # Pixel probabilities are clipped this far from 0 and 1 before taking logs.
 _BCE_EPSILON = 1e-7
 
@@ -71,9 +74,9 @@ class VAEPipeline:
     ) -> tuple[np.ndarray, np.ndarray]:
         """`count` images decoded from prior draws scaled by `temperature`; (images, latents)."""
         check_rows("count", count, self.max_request_rows)
-        if not (math.isfinite(temperature) and temperature > 0):
+        if not (math.isfinite(temperature) and 0 < temperature <= MAX_TEMPERATURE):
             raise InvalidArgument(
-                "temperature", f"must be a finite number > 0, got {temperature:g}"
+                "temperature", f"must be > 0 and at most {MAX_TEMPERATURE:g}, got {temperature:g}"
             )
         latents = self._noise.normal(count, model.latent_dim, seed)
         if temperature != 1.0:

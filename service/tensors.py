@@ -53,10 +53,15 @@ def images_from_proto(
     return array, shape
 
 
+# The prior is N(0, I): a latent point beyond this many standard deviations is a caller's bug,
+# and far enough out (about 1e38) the decoder's products overflow into NaN images.
+MAX_ABS_LATENT = 1e4
+
+
 def latents_from_proto(
     tensor: vae_pb2.Tensor, field: str, latent_dim: int, max_rows: int
 ) -> np.ndarray:
-    """A (N, latent_dim) finite float32 array from a FLOAT32 tensor."""
+    """A (N, latent_dim) float32 array of finite values within ±MAX_ABS_LATENT."""
     shape = tuple(tensor.shape)
     if len(shape) != 2 or shape[1] != latent_dim:
         raise InvalidArgument(
@@ -64,9 +69,14 @@ def latents_from_proto(
         )
     check_rows(f"{field}.shape[0]", shape[0], max_rows)
     array = _frombuffer(tensor, field, shape, (FLOAT32,))
+    low, high = array.min(), array.max()
     # NaN propagates through min and max, and an infinity becomes one of them.
-    if not np.isfinite(array.min() + array.max()):
+    if not np.isfinite(low + high):
         _check_finite(array, field)
+    if low < -MAX_ABS_LATENT or high > MAX_ABS_LATENT:
+        raise InvalidArgument(
+            f"{field}.data", f"values must lie within ±{MAX_ABS_LATENT:g} (the prior is N(0, I))"
+        )
     return array
 
 

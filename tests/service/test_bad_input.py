@@ -56,6 +56,8 @@ def bad_requests():
          vae_pb2.SampleRequest(count=1, temperature=float("nan")), "temperature"),
         ("Sample temperature infinite", "Sample",
          vae_pb2.SampleRequest(count=1, temperature=float("inf")), "temperature"),
+        ("Sample temperature above 100", "Sample",
+         vae_pb2.SampleRequest(count=1, temperature=101), "temperature"),
         ("Decode latents missing", "Decode", vae_pb2.DecodeRequest(), "latents.shape"),
         ("Decode wrong latent dim", "Decode",
          vae_pb2.DecodeRequest(latents=tensor([2, 3])), "latents.shape"),
@@ -71,6 +73,8 @@ def bad_requests():
          vae_pb2.DecodeRequest(latents=tensor([3, 2], fill=np.nan)), "latents.data"),
         ("Decode infinity", "Decode",
          vae_pb2.DecodeRequest(latents=tensor([1, 2], fill=-np.inf)), "latents.data"),
+        ("Decode latents beyond 1e4", "Decode",
+         vae_pb2.DecodeRequest(latents=tensor([1, 2], fill=-2e4)), "latents.data"),
     ]
     for name, images, field in image_tensor_cases():
         cases.append((f"Encode {name}", "Encode", vae_pb2.EncodeRequest(images=images), field))
