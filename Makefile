@@ -44,6 +44,7 @@ serve: $(RUNTIME_STAMP)
 test: $(FULL_STAMP)
 	scripts/install-tools.sh
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 data: $(FULL_STAMP)

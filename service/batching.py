@@ -17,8 +17,8 @@ then a partial batch may stay open up to `max_delay_ms` (from its oldest request
 and closes sooner when arrivals pause for a quarter of that. Each batch costs two thread
 hand-offs and one onnxruntime call whatever its size, so under load fewer, larger batches
 leave more CPU for the requests. "Under load" means most recent arrivals found the batcher
-busy or requests already queued (a moving average), which a single caller sending one request
-after another never does.
+busy, requests already queued or other calls in the server (a moving average), which a single
+caller sending one request after another never does.
 """
 
 import asyncio
@@ -97,8 +97,10 @@ class Batcher:
         max_queue_rows: int,
         max_delay_ms: float = 0.0,
         metrics: Callable[["Batcher"], GraphMetrics] | None = None,
+        requests_in_flight: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
+        self._requests_in_flight = requests_in_flight
         self.max_batch_size = max_batch_size
         self.max_queue_rows = max_queue_rows
         self._max_delay_seconds = max_delay_ms / 1000
@@ -150,7 +152,12 @@ class Batcher:
             )
         assert self._loop is not None, "Batcher.start() was not called"
         future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
-        company = 1.0 if self._worker_busy or self._pending else 0.0
+        # Company: the worker is busy, requests wait, or other calls are in the server. On one
+        # core gRPC hands the loop one call per iteration, so arrivals rarely find the first
+        # two even at high concurrency; the calls in flight show the load all the same.
+        company = (
+            1.0 if self._worker_busy or self._pending or self._requests_in_flight() > 1 else 0.0
+        )
         self._load += _LOAD_WEIGHT * (company - self._load)
         self._pending.append(_Job(graph, inputs, future, deadline))
         self._pending_rows += rows

@@ -159,6 +159,7 @@ class Service:
         self.metrics = metrics
         self.models = ModelHolder(model)
         metrics.set_model(model.name, model.version)
+        self.requests = InFlightRequests()
         self.batchers = {
             graph: Batcher(
                 graph,
@@ -168,6 +169,7 @@ class Service:
                 metrics=lambda batcher: metrics.graph(
                     batcher.name, lambda: batcher.queued_rows
                 ),
+                requests_in_flight=lambda: self.requests.count,
             )
             for graph in ("encoder", "decoder")
         }
@@ -178,7 +180,6 @@ class Service:
         self.reloader = ModelReloader(
             config.model_dir, self.models, metrics, config.intra_op_threads, config.max_batch_size
         )
-        self.requests = InFlightRequests()
         self.server, self.port = create_server(
             config, VAEServicer(pipeline), self.health, metrics, self.requests
         )

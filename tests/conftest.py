@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -250,3 +251,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         directory, "stranger", *_issue("stranger", stranger_ca)
     )
     return paths
+
+
+@pytest.fixture(scope="session")
+def heldout() -> np.ndarray:
+    """The 999 held-out MNIST digits, uint8 (999, 784)."""
+    with np.load(REPO / "data" / "mnist10k.npz") as data:
+        return data["images"][data["split"] == 1]

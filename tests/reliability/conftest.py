@@ -2,18 +2,10 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from reliability_tools import BUNDLED_MODEL_DIR, REPO
+from reliability_tools import BUNDLED_MODEL_DIR
 
-from tests.service.test_model_loading import copy_version
-
-
-@pytest.fixture(scope="session")
-def heldout() -> np.ndarray:
-    """The held-out MNIST digits, uint8 (999, 784)."""
-    data = np.load(REPO / "data" / "mnist10k.npz")
-    return data["images"][data["split"] == 1]
+from tests.model_versions import copy_version
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from reliability_tools import BUNDLED_MODEL_DIR, Traffic, metric, seeded_requests, wait_for_metric
 
-from tests.service.test_model_loading import copy_version, corruptions, edit_manifest
+from tests.model_versions import copy_version, corruptions, edit_manifest
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from service.client import VAEClient
@@ -25,13 +24,6 @@ def model_manifest(model_dir: Path) -> dict[str, Any]:
     """model.json of the version the default server serves."""
     version_dir = newest_version_dir(model_dir)
     return json.loads((version_dir / "model.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def heldout() -> np.ndarray:
-    """The 999 held-out MNIST digits, uint8 (999, 784)."""
-    data = np.load(REPO / "data" / "mnist10k.npz")
-    return data["images"][data["split"] == 1]
 
 
 @pytest.fixture(scope="module")

@@ -1,33 +1,12 @@
 """Model versions: the newest is served; a missing or corrupt one is refused with one line."""
 
-import hashlib
-import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from service.model import ModelHolder, ModelLoadError, load_model, newest_version_dir
+from tests.model_versions import copy_version, corruptions
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def copy_version(source_dir: Path, target_root: Path, version: str) -> Path:
-    """A copy of the bundled model as `target_root/<version>`, its manifest saying `version`."""
-    target = target_root / version
-    shutil.copytree(newest_version_dir(source_dir), target)
-    manifest_path = target / "model.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["version"] = version
-    manifest_path.write_text(json.dumps(manifest))
-    return target
-
-
-def edit_manifest(version_dir: Path, **changes) -> None:
-    path = version_dir / "model.json"
-    manifest = json.loads(path.read_text())
-    manifest.update(changes)
-    path.write_text(json.dumps(manifest))
 
 
 def test_the_highest_numbered_version_is_served_not_the_last_in_name_order(
@@ -54,35 +33,6 @@ def test_the_holder_swaps_whole_models(model_dir, tmp_path) -> None:
     holder = ModelHolder(first)
     assert holder.swap(second) is first
     assert holder.current is second
-
-
-def corruptions():
-    """(id, how to break a copied version directory, words the reason must contain)."""
-
-    def truncate(d: Path) -> None:
-        data = (d / "decoder.onnx").read_bytes()[:1000]
-        (d / "decoder.onnx").write_bytes(data)
-        graphs = json.loads((d / "model.json").read_text())["graphs"]
-        graphs["decoder"]["sha256"] = hashlib.sha256(data).hexdigest()
-        edit_manifest(d, graphs=graphs)
-
-    def swap_graphs(d: Path) -> None:
-        graphs = json.loads((d / "model.json").read_text())["graphs"]
-        graphs["encoder"], graphs["decoder"] = graphs["decoder"], graphs["encoder"]
-        edit_manifest(d, graphs=graphs)
-
-    return [
-        ("no manifest", lambda d: (d / "model.json").unlink(), "model.json is missing"),
-        ("manifest not JSON", lambda d: (d / "model.json").write_text("{"), "unreadable"),
-        ("manifest a list", lambda d: (d / "model.json").write_text("[]"), "not a JSON object"),
-        ("no graphs", lambda d: edit_manifest(d, graphs={}), "'encoder'"),
-        ("version mismatch", lambda d: edit_manifest(d, version="7"), "says version '7'"),
-        ("missing decoder", lambda d: (d / "decoder.onnx").unlink(), "decoder.onnx"),
-        ("flipped byte", lambda d: (d / "encoder.onnx").write_bytes(
-            (d / "encoder.onnx").read_bytes()[:-1] + b"\0"), "does not match"),
-        ("truncated with matching sha", truncate, "onnxruntime cannot load it"),
-        ("graphs swapped", swap_graphs, "the service needs input"),
-    ]
 
 
 @pytest.mark.parametrize(("break_it", "reason"),

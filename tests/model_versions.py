@@ -1,0 +1,56 @@
+"""Copies of the bundled model, edited or broken on purpose, for loading and roll-out tests."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from service.model import newest_version_dir
+
+
+def copy_version(source_dir: Path, target_root: Path, version: str) -> Path:
+    """A copy of the bundled model as `target_root/<version>`, its manifest saying `version`."""
+    target = target_root / version
+    shutil.copytree(newest_version_dir(source_dir), target)
+    manifest_path = target / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["version"] = version
+    manifest_path.write_text(json.dumps(manifest))
+    return target
+
+
+def edit_manifest(version_dir: Path, **changes) -> None:
+    """Replace top-level fields of a version's model.json."""
+    path = version_dir / "model.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+def corruptions():
+    """(id, how to break a copied version directory, words the reason must contain)."""
+
+    def truncate(d: Path) -> None:
+        data = (d / "decoder.onnx").read_bytes()[:1000]
+        (d / "decoder.onnx").write_bytes(data)
+        graphs = json.loads((d / "model.json").read_text())["graphs"]
+        graphs["decoder"]["sha256"] = hashlib.sha256(data).hexdigest()
+        edit_manifest(d, graphs=graphs)
+
+    def swap_graphs(d: Path) -> None:
+        graphs = json.loads((d / "model.json").read_text())["graphs"]
+        graphs["encoder"], graphs["decoder"] = graphs["decoder"], graphs["encoder"]
+        edit_manifest(d, graphs=graphs)
+
+    return [
+        ("no manifest", lambda d: (d / "model.json").unlink(), "model.json is missing"),
+        ("manifest not JSON", lambda d: (d / "model.json").write_text("{"), "unreadable"),
+        ("manifest a list", lambda d: (d / "model.json").write_text("[]"), "not a JSON object"),
+        ("no graphs", lambda d: edit_manifest(d, graphs={}), "'encoder'"),
+        ("version mismatch", lambda d: edit_manifest(d, version="7"), "says version '7'"),
+        ("missing decoder", lambda d: (d / "decoder.onnx").unlink(), "decoder.onnx"),
+        ("flipped byte", lambda d: (d / "encoder.onnx").write_bytes(
+            (d / "encoder.onnx").read_bytes()[:-1] + b"\0"), "does not match"),
+        ("truncated with matching sha", truncate, "onnxruntime cannot load it"),
+        ("graphs swapped", swap_graphs, "the service needs input"),
+    ]
