@@ -153,6 +153,24 @@ def test_a_partial_batch_runs_when_the_worker_frees_up() -> None:
     run(scenario())
 
 
+def test_other_calls_in_the_server_count_as_load_but_a_lone_caller_never_waits() -> None:
+    """On one core gRPC hands the loop one call at a time, so arrivals find the worker idle even
+    at high concurrency; the calls in flight in the server show the load instead."""
+
+    async def scenario(in_flight: int) -> list[int]:
+        graph = GatedGraph()
+        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200,
+                           requests_in_flight=lambda: in_flight) as b:
+            for i in range(8):  # one after another, as gRPC would hand them over
+                await asyncio.wait_for(b.run(graph, rows(i, 1)), 5)
+            # With company in the server, a lone arrival now waits for others to join.
+            await asyncio.gather(*[b.run(graph, rows(i, 1)) for i in range(3)])
+        return graph.batch_sizes
+
+    assert run(scenario(in_flight=1)) == [1] * 8 + [1, 2]
+    assert run(scenario(in_flight=32))[-1] == 3
+
+
 def test_under_load_a_partial_batch_waits_up_to_max_delay_to_fill() -> None:
     async def scenario() -> None:
         graph = GatedGraph()
