@@ -4,13 +4,15 @@ It parses each request, as the service must, and returns a response of exactly t
 service would send (zero-filled tensors), serialized once per size. What it reaches is what gRPC
 in Python allows on this machine; the service can only come close to it.
 
-    python -m bench.floor_server --port 50099
+    VAE_GRPC_PORT=50099 python -m bench.floor_server
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import signal
 from collections.abc import Callable
 
@@ -22,10 +24,7 @@ PIXELS, LATENT_DIM = 784, 2
 
 
 def zeros(*shape: int) -> vae_pb2.Tensor:
-    size = 4
-    for dimension in shape:
-        size *= dimension
-    return vae_pb2.Tensor(shape=shape, dtype=vae_pb2.FLOAT32, data=bytes(size))
+    return vae_pb2.Tensor(shape=shape, dtype=vae_pb2.FLOAT32, data=bytes(4 * math.prod(shape)))
 
 
 def sample_response(request: vae_pb2.SampleRequest) -> bytes:
@@ -82,7 +81,8 @@ async def serve(port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("VAE_GRPC_PORT", 50099)),
+                        help="port on 127.0.0.1 (default: VAE_GRPC_PORT, as the service)")
     asyncio.run(serve(parser.parse_args().port))
 
 

@@ -54,17 +54,17 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def start_server(name: str, module: str, cpus: set[int], env: Mapping[str, str] = {},
-                 args: tuple[str, ...] = ()) -> Iterator[RunningServer]:
-    """Run ``python -m module`` pinned to ``cpus`` (and every thread it starts), then stop it."""
+def start_server(name: str, module: str, cpus: set[int],
+                 env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
+    """Run ``python -m module`` pinned to ``cpus`` (and every thread it starts), then stop it.
+
+    Every server under test takes its port from VAE_GRPC_PORT, the service's own setting.
+    """
     port = free_port()
-    environment = {**os.environ, **env, "VAE_GRPC_PORT": str(port),
+    environment = {**os.environ, **(env or {}), "VAE_GRPC_PORT": str(port),
                    "VAE_METRICS_PORT": str(free_port()), "VAE_HOST": "127.0.0.1",
                    "VAE_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", module, *args] if args else [sys.executable, "-m", module]
-    if module == "bench.floor_server":
-        command += ["--port", str(port)]
-    process = subprocess.Popen(command, env=environment,
+    process = subprocess.Popen([sys.executable, "-m", module], env=environment,
                                preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     try:
         target = f"127.0.0.1:{port}"
