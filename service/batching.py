@@ -7,9 +7,14 @@ rows, not requests (as pytriton does): inputs are concatenated on axis 0 up to
 than a batch runs in several pieces and is reassembled in order.
 
 Batches are formed on the event loop, which is the only place requests arrive, so forming them
-needs no locks; the worker thread only runs them, so onnxruntime never blocks the loop. There
+needs no locks; the worker thread runs them, so onnxruntime does not hold up the loop. There
 is one hand-off per batch each way (a `SimpleQueue.put` to the worker, one
 `call_soon_threadsafe` back), never one per request.
+
+A small request that finds the server otherwise idle (no other call in it, nothing queued, the
+worker free) skips the worker: its run takes about as long as the two thread hand-offs it would
+cost (tens of microseconds), so it runs right away on the event loop, which has nothing else to
+do. That keeps a lone caller's latency at the gRPC floor plus the inference itself.
 
 When the worker is busy, arrivals queue up and form the next batch. When it is free, a batch
 goes at once, so a request that arrives alone never waits, unless the batcher is under load:
@@ -80,6 +85,9 @@ _Piece = tuple[_Job, int, int]
 _Outcome = tuple["asyncio.Future[list[np.ndarray]]", list[np.ndarray] | None, BaseException | None]
 
 _STOP = None
+# Up to this many rows a lone request runs on the event loop (see the module's docstring): a
+# run this small is dominated by reading the weights, not by the rows.
+_INLINE_MAX_ROWS = 16
 # How much each arrival moves the load average: a few lone arrivals end the "under load" mode.
 _LOAD_WEIGHT = 0.25
 # A batch kept open closes early when no request has arrived for this fraction of max_delay.
@@ -241,7 +249,12 @@ class Batcher:
             self._pending_rows -= take
             if job.offset == job.rows:
                 pending.popleft()
-        if pieces:
+        if not pieces:
+            return
+        whole_request = len(pieces) == 1 and rows == pieces[0][0].rows
+        if whole_request and rows <= _INLINE_MAX_ROWS and self._requests_in_flight() <= 1:
+            self._resolve(self._run(pieces))
+        else:
             self._worker_busy = True
             self._batches.put(pieces)
 

@@ -24,7 +24,12 @@ Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class InFlightRequests:
-    """Counts the requests being handled; once draining, refuses new ones with UNAVAILABLE.
+    """Counts the requests in the server; once draining, refuses new ones with UNAVAILABLE.
+
+    A request counts from its admission until gRPC has finished it, its response sent: the
+    batcher reads the count as its load signal, and a call still sending its response is load
+    (on one core gRPC hands the loop the next call only after the last one's handler returned,
+    so counting until then would find every call alone).
 
     gRPC's own `server.stop(grace)` cancels calls that arrive during the grace period
     (CANCELLED, which clients do not retry); draining here first refuses them with
@@ -43,7 +48,7 @@ class InFlightRequests:
         self.count += 1
 
     def end(self) -> None:
-        """One admitted request is done."""
+        """One admitted request is finished, its response sent."""
         self.count -= 1
         if self.draining and self.count == 0:
             self._idle.set()
@@ -84,6 +89,9 @@ def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequest
     """`method` admitted, counted and timed, with its exceptions sent to the caller as status
     codes."""
     begin, end = requests.begin, requests.end
+
+    def finished(context: Any) -> None:
+        end()
     started = metrics.started
     handling_seconds = metrics.handling_seconds
     handled = metrics.handled
@@ -94,10 +102,8 @@ def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequest
         code = grpc.StatusCode.OK
         try:
             begin()
-            try:
-                return await method(request, context)
-            finally:
-                end()
+            context.add_done_callback(finished)
+            return await method(request, context)
         except asyncio.CancelledError:
             # The caller cancelled, or its deadline passed and gRPC already told it so.
             remaining = context.time_remaining()

@@ -27,7 +27,7 @@ from prometheus_client import (
     CollectorRegistry,
     start_http_server,
 )
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae.v1 import vae_pb2
 
 from service.batching import Batcher
 from service.config import Config, ConfigError
@@ -95,13 +95,14 @@ def _refusing_malformed(method: Handler) -> Handler:
 
 def _add_vae_service(
     server: grpc.aio.Server,
-    servicer: vae_pb2_grpc.VAEServiceServicer,
+    servicer: VAEServicer,
     metrics: Metrics,
     requests: InFlightRequests,
 ) -> None:
     """Register VAEService's methods, instrumented, with request parsers that never raise.
 
-    This replaces the generated `add_VAEServiceServicer_to_server` only to swap in the parsers.
+    This replaces the generated `add_VAEServiceServicer_to_server` to swap in the parsers, and
+    because the servicer returns its responses serialized (no response serializer).
     """
     guarded = SimpleNamespace(
         **{name: _refusing_malformed(getattr(servicer, name)) for name in METHOD_NAMES}
@@ -111,7 +112,7 @@ def _add_vae_service(
         method.name: grpc.unary_unary_rpc_method_handler(
             getattr(instrumented, method.name),
             request_deserializer=_tolerant_parser(getattr(vae_pb2, method.input_type.name)),
-            response_serializer=getattr(vae_pb2, method.output_type.name).SerializeToString,
+            response_serializer=None,
         )
         for method in _SERVICE.methods
     }
@@ -121,7 +122,7 @@ def _add_vae_service(
 
 def create_server(
     config: Config,
-    servicer: vae_pb2_grpc.VAEServiceServicer,
+    servicer: VAEServicer,
     health_servicer: health_pb2_grpc.HealthServicer,
     metrics: Metrics,
     requests: InFlightRequests,

@@ -1,18 +1,21 @@
-"""The gRPC face of the pipeline: protos in, numpy through VAEPipeline, protos out.
+"""The gRPC face of the pipeline: protos in, numpy through VAEPipeline, serialized protos out.
 
-No try/except here: exceptions travel to service.instrumentation, which maps them to status
-codes in one place.
+Each method returns its response already serialized: the tensors go straight from numpy into
+the bytes gRPC sends (service.wire), so the server registers the methods without a response
+serializer. No try/except here: exceptions travel to service.instrumentation, which maps them
+to status codes in one place.
 """
 
 import time
 
 import grpc
 import numpy as np
-from vae.v1 import vae_pb2, vae_pb2_grpc
+from vae.v1 import vae_pb2
 
 from service.model import Model
 from service.pipeline import VAEPipeline
-from service.tensors import images_from_proto, latents_from_proto, write_tensor
+from service.tensors import images_from_proto, latents_from_proto
+from service.wire import TensorField, serialize
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -27,8 +30,9 @@ def _seed(
     return request.seed if request.HasField("seed") else None
 
 
-class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
-    """Implements vae.v1.VAEService on a VAEPipeline."""
+class VAEServicer:
+    """Implements vae.v1.VAEService on a VAEPipeline; each method returns the serialized
+    response message (the generated servicer base class would promise message objects)."""
 
     def __init__(self, pipeline: VAEPipeline) -> None:
         self._pipeline = pipeline
@@ -40,7 +44,7 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
 
     async def Sample(
         self, request: vae_pb2.SampleRequest, context: grpc.aio.ServicerContext
-    ) -> vae_pb2.SampleResponse:
+    ) -> bytes:
         """Draw `count` digits from the prior."""
         model = self._pipeline.model
         images, latents = await self._pipeline.sample(
@@ -50,29 +54,28 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
             request.temperature if request.HasField("temperature") else 1.0,
             _deadline(context),
         )
-        response = vae_pb2.SampleResponse(model_version=model.version)
-        write_tensor(response.images, images, (request.count, *model.image_shape))
+        tensors: list[TensorField] = [("images", images, (request.count, *model.image_shape))]
         if request.return_latents:
-            write_tensor(response.latents, latents)
-        return response
+            tensors.append(("latents", latents, None))
+        return serialize(vae_pb2.SampleResponse(model_version=model.version), tensors)
 
     async def Encode(
         self, request: vae_pb2.EncodeRequest, context: grpc.aio.ServicerContext
-    ) -> vae_pb2.EncodeResponse:
+    ) -> bytes:
         """The posterior of each image, and a seeded draw from it when asked."""
         model = self._pipeline.model
         images, _ = self._images(request.images, model)
         encoding = await self._pipeline.encode(model, images, _seed(request), _deadline(context))
-        response = vae_pb2.EncodeResponse(model_version=model.version)
-        write_tensor(response.mean, encoding.mean)
-        write_tensor(response.log_variance, encoding.log_variance)
+        tensors: list[TensorField] = [
+            ("mean", encoding.mean, None), ("log_variance", encoding.log_variance, None)
+        ]
         if encoding.latents is not None:
-            write_tensor(response.latents, encoding.latents)
-        return response
+            tensors.append(("latents", encoding.latents, None))
+        return serialize(vae_pb2.EncodeResponse(model_version=model.version), tensors)
 
     async def Reconstruct(
         self, request: vae_pb2.ReconstructRequest, context: grpc.aio.ServicerContext
-    ) -> vae_pb2.ReconstructResponse:
+    ) -> bytes:
         """Encode and decode each image, with its reconstruction error."""
         model = self._pipeline.model
         images, shape = self._images(request.images, model)
@@ -82,12 +85,11 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
         response = vae_pb2.ReconstructResponse(
             reconstruction_error=result.errors.tolist(), model_version=model.version
         )
-        write_tensor(response.images, result.images, shape)
-        return response
+        return serialize(response, [("images", result.images, shape)])
 
     async def Decode(
         self, request: vae_pb2.DecodeRequest, context: grpc.aio.ServicerContext
-    ) -> vae_pb2.DecodeResponse:
+    ) -> bytes:
         """Images for latent points."""
         model = self._pipeline.model
         latents = latents_from_proto(
@@ -95,15 +97,14 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
         )
         images = await self._pipeline.decode(model, latents, _deadline(context))
         response = vae_pb2.DecodeResponse(model_version=model.version)
-        write_tensor(response.images, images, (len(images), *model.image_shape))
-        return response
+        return serialize(response, [("images", images, (len(images), *model.image_shape))])
 
     async def GetModelInfo(
         self, request: vae_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
-    ) -> vae_pb2.GetModelInfoResponse:
+    ) -> bytes:
         """Describe the model being served and the request limits."""
         model = self._pipeline.model
-        return vae_pb2.GetModelInfoResponse(
+        return serialize(vae_pb2.GetModelInfoResponse(
             name=model.name,
             version=model.version,
             latent_dim=model.latent_dim,
@@ -113,4 +114,4 @@ class VAEServicer(vae_pb2_grpc.VAEServiceServicer):
             max_batch_size=self._pipeline.max_batch_size,
             encoder_sha256=model.encoder.sha256,
             decoder_sha256=model.decoder.sha256,
-        )
+        ), [])

@@ -80,26 +80,25 @@ def latents_from_proto(
     return array
 
 
-def write_tensor(
-    tensor: vae_pb2.Tensor, array: np.ndarray, shape: Sequence[int] | None = None
-) -> None:
-    """Fill `tensor` with a float32 or uint8 `array` (row-major, little-endian) as `shape`
-    (default: the array's own shape).
+def proto_dtype(array: np.ndarray) -> vae_pb2.DType.ValueType:
+    """The Tensor dtype of a float32 or uint8 array."""
+    return _PROTO_DTYPES[array.dtype.type]
 
-    Writing into the response's own field, rather than building a Tensor and passing it to the
-    response's constructor, saves a copy of the data: megabytes for a large batch.
-    """
-    dtype = _PROTO_DTYPES[array.dtype.type]
-    tensor.shape.extend(array.shape if shape is None else shape)
-    tensor.dtype = dtype
-    tensor.data = array.astype(_NUMPY_DTYPES[dtype], copy=False).tobytes()
+
+def numpy_dtype(dtype: int) -> np.dtype[Any]:
+    """The numpy dtype (little-endian) of a Tensor's FLOAT32 or UINT8 data."""
+    return _NUMPY_DTYPES[dtype]
 
 
 def to_proto(array: np.ndarray, shape: Sequence[int] | None = None) -> vae_pb2.Tensor:
-    """A new Tensor holding `array` as `shape` (see write_tensor)."""
-    tensor = vae_pb2.Tensor()
-    write_tensor(tensor, array, shape)
-    return tensor
+    """A Tensor holding a float32 or uint8 `array` (row-major, little-endian) as `shape`
+    (default: the array's own shape). The service's responses use service.wire instead."""
+    dtype = proto_dtype(array)
+    return vae_pb2.Tensor(
+        shape=array.shape if shape is None else shape,
+        dtype=dtype,
+        data=array.astype(numpy_dtype(dtype), copy=False).tobytes(),
+    )
 
 
 def from_proto(tensor: vae_pb2.Tensor) -> np.ndarray:

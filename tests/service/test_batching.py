@@ -30,6 +30,7 @@ class GatedGraph:
         self, hold_first: bool = False, fail_when: Callable[[np.ndarray], bool] | None = None
     ) -> None:
         self.batches: list[np.ndarray] = []
+        self.threads: list[str] = []
         self.entered = threading.Event()
         self.gate = threading.Event()
         if not hold_first:
@@ -38,6 +39,7 @@ class GatedGraph:
 
     def run(self, inputs: np.ndarray) -> list[np.ndarray]:
         self.batches.append(inputs.copy())
+        self.threads.append(threading.current_thread().name)
         self.entered.set()
         self.gate.wait(timeout=30)
         if self._fail_when is not None and self._fail_when(inputs):
@@ -60,7 +62,12 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 @contextlib.asynccontextmanager
 async def running(**settings: Any) -> AsyncIterator[Batcher]:
-    """A started batcher named "g", closed at the end."""
+    """A started batcher named "g", closed at the end.
+
+    Unless a test says otherwise, the server has other calls in flight, so requests go to the
+    worker thread (a lone caller's requests run on the loop; they have their own tests).
+    """
+    settings.setdefault("requests_in_flight", lambda: 2)
     batcher = Batcher("g", **settings)
     batcher.start()
     try:
@@ -111,7 +118,8 @@ def assert_doubled(result: list[np.ndarray], inputs: np.ndarray) -> None:
 def test_a_lone_request_runs_at_once_even_with_a_long_max_delay() -> None:
     async def scenario() -> None:
         graph = GatedGraph()
-        async with running(max_batch_size=8, max_queue_rows=64, max_delay_ms=600_000) as b:
+        async with running(max_batch_size=8, max_queue_rows=64, max_delay_ms=600_000,
+                           requests_in_flight=lambda: 1) as b:
             for i in range(5):  # one after another: never any company
                 result = await asyncio.wait_for(b.run(graph, rows(i, 1)), 5)
                 assert_doubled(result, rows(i, 1))
@@ -157,18 +165,51 @@ def test_other_calls_in_the_server_count_as_load_but_a_lone_caller_never_waits()
     """On one core gRPC hands the loop one call at a time, so arrivals find the worker idle even
     at high concurrency; the calls in flight in the server show the load instead."""
 
-    async def scenario(in_flight: int) -> list[int]:
+    async def scenario(in_flight: int, then_together: int) -> list[int]:
         graph = GatedGraph()
         async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200,
                            requests_in_flight=lambda: in_flight) as b:
+            started = time.monotonic()
             for i in range(8):  # one after another, as gRPC would hand them over
                 await asyncio.wait_for(b.run(graph, rows(i, 1)), 5)
+            if in_flight == 1:
+                assert time.monotonic() - started < 0.2  # never held for max_delay
             # With company in the server, a lone arrival now waits for others to join.
-            await asyncio.gather(*[b.run(graph, rows(i, 1)) for i in range(3)])
+            await asyncio.gather(*[b.run(graph, rows(i, 1)) for i in range(then_together)])
         return graph.batch_sizes
 
-    assert run(scenario(in_flight=1)) == [1] * 8 + [1, 2]
-    assert run(scenario(in_flight=32))[-1] == 3
+    assert run(scenario(in_flight=1, then_together=0)) == [1] * 8
+    assert run(scenario(in_flight=32, then_together=3))[-1] == 3
+
+
+def test_a_lone_small_request_runs_on_the_event_loop_and_anything_else_on_the_worker() -> None:
+    """Alone in the server, a small request skips the thread hand-offs; a large one, or one
+    with company, still runs on the worker so the loop stays free."""
+
+    async def scenario(in_flight: int, count: int) -> str:
+        graph = GatedGraph()
+        async with running(max_batch_size=64, max_queue_rows=256,
+                           requests_in_flight=lambda: in_flight) as b:
+            assert_doubled(await b.run(graph, rows(0, count)), rows(0, count))
+        (thread,) = graph.threads
+        return thread
+
+    loop_thread = threading.current_thread().name
+    assert run(scenario(in_flight=1, count=1)) == loop_thread
+    assert run(scenario(in_flight=1, count=16)) == loop_thread
+    assert run(scenario(in_flight=1, count=17)) == "batcher-g"
+    assert run(scenario(in_flight=2, count=1)) == "batcher-g"
+
+
+def test_a_lone_request_split_across_batches_runs_every_piece_on_the_worker() -> None:
+    async def scenario() -> tuple[list[int], set[str]]:
+        graph = GatedGraph()
+        async with running(max_batch_size=2, max_queue_rows=64,
+                           requests_in_flight=lambda: 1) as b:
+            assert_doubled(await asyncio.wait_for(b.run(graph, rows(0, 5)), 5), rows(0, 5))
+        return graph.batch_sizes, set(graph.threads)
+
+    assert run(scenario()) == ([2, 2, 1], {"batcher-g"})
 
 
 def test_under_load_a_partial_batch_waits_up_to_max_delay_to_fill() -> None:
@@ -329,7 +370,7 @@ def test_a_full_queue_refuses_at_once_counting_rows_not_requests() -> None:
 def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     async def scenario() -> None:
         graph = GatedGraph(hold_first=True)
-        batcher = Batcher("g", max_batch_size=8, max_queue_rows=64)
+        batcher = Batcher("g", max_batch_size=8, max_queue_rows=64, requests_in_flight=lambda: 2)
         batcher.start()
         closing: list[Any] = []
 
