@@ -2,7 +2,9 @@
 
 1. the floor: bench.floor_server, a bare grpc.aio server returning pre-built responses;
 2. the compute limit: onnxruntime in this process on the same graphs;
-3. the service with batching on, and with VAE_MAX_BATCH_SIZE=1 (batching off).
+3. the service with batching on, and with VAE_MAX_BATCH_SIZE=1 (batching off);
+4. the floor plus onnxruntime: the floor server running each call's graph in its handler, the
+   reference for how close the service comes to zero overhead of its own.
 
 Servers run pinned to --server-cpus and the load generator to --client-cpus, so the client never
 takes the server's core and each comparison is between equals. Writes bench/results.json and
@@ -55,7 +57,7 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
     }
     if ghz_available():
         row["ghz"] = run_ghz(scenario, server.target, args.duration, args.client_cpus)
-    print(f"  {server.name:12s} {scenario.name:24s} {row['rps']:9,.0f} req/s  "
+    print(f"  {server.name:19s} {scenario.name:24s} {row['rps']:9,.0f} req/s  "
           f"p50 {row['p50_s'] * 1e3:7.2f} ms  p99 {row['p99_s'] * 1e3:7.2f} ms  "
           f"server cpu {watch.cpu_s / report.total_s:4.0%}  "
           f"client cpu {report.cpu_s / report.total_s:4.0%}  {report.status_counts}", flush=True)
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         ("floor", "bench.floor_server", {}),
         ("batching on", "service", threads),
         ("batching off", "service", {**threads, "VAE_MAX_BATCH_SIZE": "1"}),
+        ("floor + onnxruntime", "bench.floor_server",
+         {**threads, "BENCH_FLOOR_MODEL_DIR": str(version_dir)}),
     )
     rows = []
     with contextlib.ExitStack() as stack:
@@ -93,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: python -m {module} {env or ''} on CPUs {sorted(server_cpus)}",
                   flush=True)
             running.append(stack.enter_context(start_server(name, module, server_cpus, env)))
-        # Each scenario runs on the three servers back to back (the idle ones cost next to
-        # nothing), so a change in the machine's background load touches all three alike and
+        # Each scenario runs on the servers back to back (the idle ones cost next to
+        # nothing), so a change in the machine's background load touches them all alike and
         # the ratios stay fair; one server after the other, a busy minute skewed them.
         for scenario in SCENARIOS:
             rows += [measure_scenario(server, scenario, args) for server in running]

@@ -4,7 +4,11 @@ It parses each request, as the service must, and returns a response of exactly t
 service would send (zero-filled tensors), serialized once per size. What it reaches is what gRPC
 in Python allows on this machine; the service can only come close to it.
 
-    VAE_GRPC_PORT=50099 python -m bench.floor_server
+With BENCH_FLOOR_MODEL_DIR set to a model version directory, each call first runs the graph it
+needs on its rows, in the handler, with the service's own sessions (service.model): the floor
+plus the inference and nothing else, what a service with no overhead of its own would reach.
+
+    VAE_GRPC_PORT=50099 [BENCH_FLOOR_MODEL_DIR=models/vae-mnist/1] python -m bench.floor_server
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ import math
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
+import numpy as np
 from vae.v1 import vae_pb2
+
+from service.model import Model, load_model
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 PIXELS, LATENT_DIM = 784, 2
@@ -41,11 +49,36 @@ def encode_response(request: vae_pb2.EncodeRequest) -> bytes:
     ).SerializeToString()
 
 
-def prebuilt(parse: Callable[[bytes], object], build: Callable, key: Callable) -> Callable:
-    """A unary handler that answers every request with the same bytes per key, built once."""
+def run_decoder(model: Model) -> Callable[[vae_pb2.SampleRequest], object]:
+    latents = np.zeros((0, LATENT_DIM), dtype=np.float32)
+
+    def run(request: vae_pb2.SampleRequest) -> object:
+        nonlocal latents
+        if len(latents) < request.count:
+            latents = np.random.default_rng(0).standard_normal(
+                (request.count, LATENT_DIM), dtype=np.float32)
+        return model.decoder.run(latents[:request.count])
+
+    return run
+
+
+def run_encoder(model: Model) -> Callable[[vae_pb2.EncodeRequest], object]:
+    def run(request: vae_pb2.EncodeRequest) -> object:
+        images = np.frombuffer(request.images.data, dtype=np.uint8).reshape(-1, PIXELS)
+        return model.encoder.run(np.divide(images, 255, dtype=np.float32))
+
+    return run
+
+
+def prebuilt(parse: Callable[[bytes], object], build: Callable, key: Callable,
+             compute: Callable[[object], object] | None = None) -> Callable:
+    """A unary handler that answers every request with the same bytes per key, built once,
+    after running `compute` on the request when given."""
     cache: dict[object, bytes] = {}
 
     async def handle(request: object, context: grpc.aio.ServicerContext) -> bytes:
+        if compute is not None:
+            compute(request)
         request_key = key(request)
         response = cache.get(request_key)
         if response is None:
@@ -57,20 +90,22 @@ def prebuilt(parse: Callable[[bytes], object], build: Callable, key: Callable) -
     )
 
 
-def handlers() -> grpc.GenericRpcHandler:
+def handlers(model: Model | None) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler("vae.v1.VAEService", {
         "Sample": prebuilt(vae_pb2.SampleRequest.FromString, sample_response,
-                           lambda r: (r.count, r.return_latents)),
+                           lambda r: (r.count, r.return_latents),
+                           None if model is None else run_decoder(model)),
         "Encode": prebuilt(vae_pb2.EncodeRequest.FromString, encode_response,
-                           lambda r: tuple(r.images.shape)),
+                           lambda r: tuple(r.images.shape),
+                           None if model is None else run_encoder(model)),
     })
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, model: Model | None) -> None:
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((handlers(),))
+    server.add_generic_rpc_handlers((handlers(model),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -83,7 +118,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("VAE_GRPC_PORT", 50099)),
                         help="port on 127.0.0.1 (default: VAE_GRPC_PORT, as the service)")
-    asyncio.run(serve(parser.parse_args().port))
+    model_dir = os.environ.get("BENCH_FLOOR_MODEL_DIR")
+    threads = int(os.environ.get("VAE_INTRA_OP_THREADS", "1"))
+    model = None if model_dir is None else load_model(Path(model_dir), threads, warmup_rows=1024)
+    asyncio.run(serve(parser.parse_args().port, model))
 
 
 if __name__ == "__main__":
