@@ -89,12 +89,12 @@ def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequest
     """`method` admitted, counted and timed, with its exceptions sent to the caller as status
     codes."""
     begin, end = requests.begin, requests.end
-
-    def finished(context: Any) -> None:
-        end()
     started = metrics.started
     handling_seconds = metrics.handling_seconds
     handled = metrics.handled
+
+    def finished(context: grpc.aio.ServicerContext) -> None:
+        end()
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started.inc()

@@ -205,8 +205,8 @@ class Service:
         await self.health.enter_graceful_shutdown()
         drained = await self.requests.drain(grace_seconds)
         await asyncio.sleep(min(_LINGER_SECONDS, max(0.0, deadline - time.monotonic())))
-        # Handlers have returned, but responses may still be on their way out: gRPC's own stop
-        # waits for those, and cancels whatever is left after the flush time or the grace.
+        # The admitted calls are finished, their responses sent; gRPC's own stop lets any other
+        # call end within the flush time or the grace, and cancels whatever is left.
         await self.server.stop(min(_FLUSH_SECONDS, max(0.0, deadline - time.monotonic())))
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
         return drained
