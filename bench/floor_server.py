@@ -26,9 +26,11 @@ import numpy as np
 from vae.v1 import vae_pb2
 
 from service.model import Model, load_model
+from service.tensors import images_from_proto
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-PIXELS, LATENT_DIM = 784, 2
+LATENT_DIM = 2
+MAX_ROWS = 4096  # the service's default VAE_MAX_REQUEST_ROWS
 
 
 def zeros(*shape: int) -> vae_pb2.Tensor:
@@ -50,22 +52,21 @@ def encode_response(request: vae_pb2.EncodeRequest) -> bytes:
 
 
 def run_decoder(model: Model) -> Callable[[vae_pb2.SampleRequest], object]:
-    latents = np.zeros((0, LATENT_DIM), dtype=np.float32)
+    """Draw the prior noise and decode it, as the service does for Sample."""
+    rng = np.random.default_rng()
 
     def run(request: vae_pb2.SampleRequest) -> object:
-        nonlocal latents
-        if len(latents) < request.count:
-            latents = np.random.default_rng(0).standard_normal(
-                (request.count, LATENT_DIM), dtype=np.float32)
-        return model.decoder.run(latents[:request.count])
+        latents = rng.standard_normal((request.count, LATENT_DIM), dtype=np.float32)
+        return model.decoder.run(latents)
 
     return run
 
 
 def run_encoder(model: Model) -> Callable[[vae_pb2.EncodeRequest], object]:
+    """Read the images as the service does and encode them."""
     def run(request: vae_pb2.EncodeRequest) -> object:
-        images = np.frombuffer(request.images.data, dtype=np.uint8).reshape(-1, PIXELS)
-        return model.encoder.run(np.divide(images, 255, dtype=np.float32))
+        images, _ = images_from_proto(request.images, "images", model.image_shape, MAX_ROWS)
+        return model.encoder.run(images)
 
     return run
 
