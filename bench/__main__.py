@@ -7,10 +7,13 @@
    reference for how close the service comes to zero overhead of its own.
 
 Servers run pinned to --server-cpus and the load generator to --client-cpus, so the client never
-takes the server's core and each comparison is between equals. Writes bench/results.json and
+takes the server's core and each comparison is between equals. Everything is measured in
+--rounds rounds; each round measures the compute limit and then every scenario on every server,
+and each target's ratio is taken within a round. Reported: the median over the rounds, and each
+round's ratio, so the machine's noise shows. Writes bench/results.json and
 bench/throughput_latency.png; prints a table and the target ratios.
 
-    python -m bench [--duration 5] [--server-cpus 0] [--client-cpus 1]
+    python -m bench [--rounds 5] [--duration 2] [--server-cpus 0] [--client-cpus 1]
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from bench import compute
 from bench.ghz import ghz_available, run_ghz
-from bench.results import check_targets, plot, print_table
+from bench.results import combine_rounds, plot, print_table
 from bench.scenarios import REPO_ROOT, SCENARIOS, Scenario
 from bench.servers import ResourceWatch, RunningServer, start_server
 from loadtest.generator import run
@@ -34,7 +37,7 @@ from loadtest.generator import run
 MODEL_DIR = REPO_ROOT / "models" / "vae-mnist"
 RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
 PLOT_PATH = REPO_ROOT / "bench" / "throughput_latency.png"
-WARM_UP_S = 1.0
+WARM_UP_S = 0.5
 
 
 def cpu_set(text: str) -> set[int]:
@@ -64,9 +67,29 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
     return row
 
 
+def measure_round(running: list[RunningServer], version_dir: Path,
+                  args: argparse.Namespace) -> dict:
+    """The compute limit, then every scenario on every server."""
+    server_cpus, client_cpus = cpu_set(args.server_cpus), cpu_set(args.client_cpus)
+    print(f"  compute limit: onnxruntime in-process on CPUs {sorted(server_cpus)}", flush=True)
+    os.sched_setaffinity(0, server_cpus)
+    limits = compute.measure(version_dir, threads=args.intra_op_threads)
+    os.sched_setaffinity(0, client_cpus)
+    rows = []
+    # Each scenario runs on the servers back to back (the idle ones cost next to nothing), so
+    # a change in the machine's background load touches them all alike and the ratios stay
+    # fair; one server after the other, a busy minute skewed them.
+    for scenario in SCENARIOS:
+        rows += [measure_scenario(server, scenario, args) for server in running]
+    return {"compute_limit_rows_per_s": limits, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark vae-serving against its limits.")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="times everything is measured; the median is reported")
+    parser.add_argument("--duration", type=float, default=2.0,
+                        help="seconds per scenario, server and round")
     parser.add_argument("--server-cpus", default="0", help="CPUs the servers are pinned to")
     parser.add_argument("--client-cpus", default="1", help="CPUs the load generator may use")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
@@ -77,11 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     version_dir = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()),
                       key=lambda p: int(p.name))
 
-    print(f"compute limit: onnxruntime in-process on CPUs {sorted(server_cpus)}", flush=True)
-    os.sched_setaffinity(0, server_cpus)
-    limits = compute.measure(version_dir, threads=args.intra_op_threads)
-    os.sched_setaffinity(0, client_cpus)
-
     threads = {"VAE_INTRA_OP_THREADS": str(args.intra_op_threads)}
     servers = (
         ("floor", "bench.floor_server", {}),
@@ -90,32 +108,31 @@ def main(argv: list[str] | None = None) -> int:
         ("floor + onnxruntime", "bench.floor_server",
          {**threads, "BENCH_FLOOR_MODEL_DIR": str(version_dir)}),
     )
-    rows = []
+    os.sched_setaffinity(0, client_cpus)
+    rounds = []
     with contextlib.ExitStack() as stack:
         running = []
         for name, module, env in servers:
             print(f"{name}: python -m {module} {env or ''} on CPUs {sorted(server_cpus)}",
                   flush=True)
             running.append(stack.enter_context(start_server(name, module, server_cpus, env)))
-        # Each scenario runs on the servers back to back (the idle ones cost next to
-        # nothing), so a change in the machine's background load touches them all alike and
-        # the ratios stay fair; one server after the other, a busy minute skewed them.
-        for scenario in SCENARIOS:
-            rows += [measure_scenario(server, scenario, args) for server in running]
+        for number in range(1, args.rounds + 1):
+            print(f"round {number} of {args.rounds}", flush=True)
+            rounds.append(measure_round(running, version_dir, args))
     order = [name for name, _, _ in servers]
-    rows.sort(key=lambda row: order.index(row["server"]))
+    combined = combine_rounds(rounds)
+    combined["rows"].sort(key=lambda row: order.index(row["server"]))
 
     results = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu": cpu_model(),
                     "cpus": os.cpu_count(), "python": platform.python_version()},
-        "settings": {"duration_s": args.duration, "server_cpus": sorted(server_cpus),
+        "settings": {"rounds": args.rounds, "duration_s": args.duration,
+                     "server_cpus": sorted(server_cpus),
                      "client_cpus": sorted(client_cpus), "procs": args.procs,
                      "intra_op_threads": args.intra_op_threads},
-        "compute_limit_rows_per_s": limits,
-        "rows": rows,
+        **combined,
     }
-    results["targets"] = check_targets(results)
     RESULTS_PATH.write_text(json.dumps(results, indent=1) + "\n")
     print_table(results)
     plot(results, PLOT_PATH)

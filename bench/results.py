@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 
 import matplotlib
 
@@ -18,10 +19,10 @@ def find(results: dict, server: str, scenario: str) -> dict:
 
 
 def check_targets(results: dict) -> list[dict]:
-    """The issue's targets, as ratios from this one run.
+    """The issue's targets, as ratios from one round, in which all were measured close in time.
 
     Two targets compare the service with something that does only part of its work, so each
-    also gets its ceiling, measured in the same run: the ratio reached by the floor server
+    also gets its ceiling, measured in the same round: the ratio reached by the floor server
     running the graph in its handler, a service with no overhead of its own on the same core.
     A goal beyond its ceiling cannot be met by tuning the service.
     """
@@ -30,9 +31,8 @@ def check_targets(results: dict) -> list[dict]:
     def ratio(name: str, measured: float, reference: float, goal: float, at_least: bool,
               ceiling: float | None = None) -> dict:
         value = measured / reference if reference else float("inf")
-        met = value >= goal if at_least else value <= goal
-        return {"target": name, "ratio": value, "goal": f"{'>=' if at_least else '<='} {goal}",
-                "met": met, "ceiling": ceiling}
+        return {"target": name, "ratio": value, "goal": goal, "at_least": at_least,
+                "met": meets(value, goal, at_least), "ceiling": ceiling}
 
     c32, c1, big = "Sample count 1, c=32", "Sample count 1, c=1", "Sample count 1024, c=4"
     floor_c1 = find(results, "floor", c1)
@@ -54,6 +54,51 @@ def check_targets(results: dict) -> list[dict]:
     ]
 
 
+def meets(value: float, goal: float, at_least: bool) -> bool:
+    return value >= goal if at_least else value <= goal
+
+
+def combine_rounds(rounds: list[dict]) -> dict:
+    """One result from several rounds: the median of each rate, latency and ratio.
+
+    Each round measured everything once, so a target's ratio is taken within a round (from
+    figures measured minutes apart at most) and the rounds give its spread on this machine.
+    """
+    limits = {graph: {batch: median(r["compute_limit_rows_per_s"][graph][batch] for r in rounds)
+                      for batch in by_batch}
+              for graph, by_batch in rounds[0]["compute_limit_rows_per_s"].items()}
+    rows = [combine_rows([find(r, row["server"], row["scenario"]) for r in rounds])
+            for row in rounds[0]["rows"]]
+    per_round = [check_targets(r) for r in rounds]
+    targets = []
+    for i, first in enumerate(per_round[0]):
+        ratios = [round_targets[i]["ratio"] for round_targets in per_round]
+        ceilings = [round_targets[i]["ceiling"] for round_targets in per_round]
+        value = median(ratios)
+        targets.append({**first, "ratio": value, "rounds": ratios,
+                        "met": meets(value, first["goal"], first["at_least"]),
+                        "ceiling": None if first["ceiling"] is None else median(ceilings)})
+    return {"compute_limit_rows_per_s": limits, "rows": rows, "targets": targets}
+
+
+def combine_rows(rows: list[dict]) -> dict:
+    """A server's scenario over the rounds: counts and times summed, rates and latencies the
+    median of the rounds', peak RSS the highest."""
+    combined = {**rows[0]}
+    for key in ("count", "ok", "client_cpu_s", "server_cpu_s", "wall_s"):
+        combined[key] = sum(row[key] for row in rows)
+    for key in ("rps", "samples_per_s", "p50_s", "p90_s", "p99_s"):
+        combined[key] = median(row[key] for row in rows)
+    combined["server_peak_rss_mib"] = max(row["server_peak_rss_mib"] for row in rows)
+    status: dict[str, int] = {}
+    for row in rows:
+        for code, count in row["status"].items():
+            status[code] = status.get(code, 0) + count
+    combined["status"] = status
+    combined["rounds"] = [{key: row[key] for key in ("rps", "p50_s", "p99_s")} for row in rows]
+    return combined
+
+
 def print_table(results: dict) -> None:
     print("\n| scenario | server | req/s | samples/s | p50 ms | p99 ms | server CPU | "
           "client CPU | server RSS MiB |")
@@ -69,11 +114,13 @@ def print_table(results: dict) -> None:
     for graph, by_batch in limits.items():
         cells = " | ".join(f"{by_batch[b]:,.0f}" for b in sorted(by_batch, key=int))
         print(f"| {graph} rows/s | {cells} |")
-    print(f"\n| target | ratio | goal | met | ceiling ({REFERENCE}) |")
-    print("|---|---:|---|---|---:|")
+    print(f"\n| target | ratio (median) | rounds | goal | met | ceiling ({REFERENCE}) |")
+    print("|---|---:|---|---|---|---:|")
     for target in results["targets"]:
         ceiling = "" if target["ceiling"] is None else f"{target['ceiling']:.2f}"
-        print(f"| {target['target']} | {target['ratio']:.2f} | {target['goal']} | "
+        rounds = ", ".join(f"{ratio:.2f}" for ratio in target["rounds"])
+        goal = f"{'>=' if target['at_least'] else '<='} {target['goal']}"
+        print(f"| {target['target']} | {target['ratio']:.2f} | {rounds} | {goal} | "
               f"{'yes' if target['met'] else 'NO'} | {ceiling} |")
 
 

@@ -1,0 +1,78 @@
+"""bench.results: the targets of several rounds, each taken within its round, then the median."""
+
+import pytest
+
+from bench.results import REFERENCE, combine_rounds
+
+SERVERS = ("floor", "batching on", "batching off", REFERENCE)
+SCENARIOS = (("Sample count 1, c=1", 1), ("Sample count 1, c=32", 1),
+             ("Sample count 1024, c=4", 1024))
+
+
+def a_round(rps: dict[str, float], p50: dict[str, float], limit_1024: float) -> dict:
+    """One round in which every server has the same figures in every scenario."""
+    rows = []
+    for scenario, sample_rows in SCENARIOS:
+        for server in SERVERS:
+            rows.append({
+                "server": server, "scenario": scenario, "rows": sample_rows,
+                "count": 10, "ok": 10, "rps": rps[server],
+                "samples_per_s": rps[server] * sample_rows, "p50_s": p50[server],
+                "p90_s": p50[server], "p99_s": 2 * p50[server], "client_cpu_s": 1.0,
+                "server_cpu_s": 2.0, "wall_s": 2.0, "server_peak_rss_mib": 50.0 + rps[server],
+                "status": {"OK": 10},
+            })
+    limits = {"decoder": {1024: limit_1024}, "encoder": {1024: limit_1024}}
+    return {"compute_limit_rows_per_s": limits, "rows": rows}
+
+
+def figures(floor: float, on: float, off: float, reference: float) -> dict[str, float]:
+    return dict(zip(SERVERS, (floor, on, off, reference), strict=True))
+
+
+def target(combined: dict, name: str) -> dict:
+    return next(t for t in combined["targets"] if t["target"].startswith(name))
+
+
+def test_each_ratio_is_taken_within_its_round_and_the_median_is_reported():
+    # The machine slows down in round 2: every figure doubles, every ratio stays the same.
+    rounds = [
+        a_round(figures(1000, 900, 500, 800), figures(1.0, 1.2, 1.2, 1.1), 1000 * 1024 / 0.9),
+        a_round(figures(500, 450, 250, 400), figures(2.0, 2.4, 2.4, 2.2), 500 * 1024 / 0.9),
+        a_round(figures(1000, 990, 500, 800), figures(1.0, 1.05, 1.2, 1.1), 1000 * 1024 / 0.9),
+    ]
+    combined = combine_rounds(rounds)
+
+    c1 = target(combined, "Sample 1 @ c=1 p50")
+    assert c1["rounds"] == pytest.approx([1.2, 1.2, 1.05])
+    assert c1["ratio"] == pytest.approx(1.2)
+    assert not c1["met"]  # the median decides, not the best round
+    assert c1["ceiling"] == pytest.approx(1.1)
+
+    c32 = target(combined, "Sample 1 @ c=32 requests/s")
+    assert c32["rounds"] == pytest.approx([0.9, 0.9, 0.99])
+    assert c32["met"]
+    batching = target(combined, "Sample 1 @ c=32 batching on vs off")
+    assert batching["ratio"] == pytest.approx(1.8)
+
+    big = target(combined, "Sample 1024")
+    assert big["rounds"] == pytest.approx([0.81, 0.81, 0.891])
+    assert big["met"]
+    assert big["ceiling"] == pytest.approx(0.72)
+
+
+def test_rows_sum_counts_and_times_and_take_the_median_rate_and_the_highest_rss():
+    rounds = [a_round(figures(f, f, f, f), figures(1 / f, 1 / f, 1 / f, 1 / f), 1000.0)
+              for f in (100.0, 300.0, 200.0)]
+    combined = combine_rounds(rounds)
+
+    assert len(combined["rows"]) == len(SERVERS) * len(SCENARIOS)
+    row = next(r for r in combined["rows"]
+               if r["server"] == "floor" and r["scenario"] == "Sample count 1024, c=4")
+    assert row["count"] == 30 and row["status"] == {"OK": 30}
+    assert row["wall_s"] == 6.0 and row["server_cpu_s"] == 6.0
+    assert row["rps"] == 200.0 and row["samples_per_s"] == 200.0 * 1024
+    assert row["p50_s"] == pytest.approx(1 / 200)
+    assert row["server_peak_rss_mib"] == 350.0
+    assert [r["rps"] for r in row["rounds"]] == [100.0, 300.0, 200.0]
+    assert combined["compute_limit_rows_per_s"]["decoder"][1024] == 1000.0
