@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         ("floor + onnxruntime", "bench.floor_server",
          {**threads, "BENCH_FLOOR_MODEL_DIR": str(version_dir)}),
     )
-    os.sched_setaffinity(0, client_cpus)
     rounds = []
     with contextlib.ExitStack() as stack:
         running = []
