@@ -239,6 +239,57 @@ def test_under_load_a_partial_batch_closes_early_once_arrivals_pause() -> None:
     run(scenario())
 
 
+def test_a_held_batch_closes_once_its_group_of_callers_is_back() -> None:
+    """Once every request in the server waits in the held batch, and it is as large as the last
+    batch that waited, nobody else is coming: it goes without waiting for a pause. While some
+    other call is still in the server, or the batch is smaller than the group, it waits."""
+    pause = 0.5  # a quarter of max_delay
+
+    async def scenario(in_flight_then: int, together: int) -> tuple[int, float]:
+        graph = GatedGraph(hold_first=True)
+        in_flight = 20
+        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
+                           requests_in_flight=lambda: in_flight) as b:
+            # 20 callers queue behind a busy worker; their batch waits out the pause (group 20).
+            await behind_busy_worker(b, graph, lambda: submit(b, graph, *[
+                rows(i, 1) for i in range(20)]))
+            assert graph.batch_sizes == [1, 20]
+            in_flight = in_flight_then
+            started = time.monotonic()
+            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(together)]))
+            elapsed = time.monotonic() - started
+        return graph.batch_sizes[-1], elapsed
+
+    size, elapsed = run(scenario(in_flight_then=20, together=20))
+    assert size == 20 and elapsed < pause / 2
+    size, elapsed = run(scenario(in_flight_then=21, together=20))  # one call not back yet
+    assert size == 20 and elapsed >= pause * 0.9
+    size, elapsed = run(scenario(in_flight_then=10, together=10))  # half the group
+    assert size == 10 and elapsed >= pause * 0.9
+
+
+def test_one_batch_in_eight_waits_even_when_its_group_is_back_so_a_larger_group_is_seen() -> None:
+    pause = 0.5  # a quarter of max_delay
+
+    async def scenario() -> list[float]:
+        graph = GatedGraph(hold_first=True)
+        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
+                           requests_in_flight=lambda: 20) as b:
+            await behind_busy_worker(b, graph, lambda: submit(b, graph, *[
+                rows(i, 1) for i in range(20)]))  # batches 1 and 2; the group is 20
+            times = []
+            for _ in range(7):  # batches 3 to 9
+                started = time.monotonic()
+                await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(20)]))
+                times.append(time.monotonic() - started)
+        assert graph.batch_sizes == [1] + [20] * 8
+        return times
+
+    *went_at_once, waited = run(scenario())
+    assert max(went_at_once) < pause / 2
+    assert waited >= pause * 0.9
+
+
 def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
     async def scenario() -> None:
         graph = GatedGraph(hold_first=True)
