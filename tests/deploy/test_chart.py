@@ -489,3 +489,24 @@ def test_every_value_is_listed_in_the_charts_readme():
     unlisted = [path for path in documented_values(SCHEMA) if f"| `{path}` |" not in readme]
     assert unlisted == []
 
+
+
+# Where the chart's default deliberately differs from the server's own, and why.
+CHART_DEFAULTS_OF_ITS_OWN = {
+    "log_format": "json",  # one JSON object per line, for the cluster's log collector
+}
+
+
+def test_the_charts_defaults_are_the_servers_own_unless_listed(default: Manifests):
+    """A default changed in service/config.py but not in values.yaml (maxDelayMs stayed 0 while
+    the server's became 2 ms) would silently run every deployment differently."""
+    from service.config import load_config
+
+    charted = load_config([], configmap_environment(default))
+    servers = load_config([], {})
+    differing = {
+        field.name: getattr(charted, field.name)
+        for field in dataclasses.fields(Config)
+        if getattr(charted, field.name) != getattr(servers, field.name)
+    }
+    assert differing == CHART_DEFAULTS_OF_ITS_OWN
