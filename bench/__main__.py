@@ -50,7 +50,8 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
         report = run(scenario.run_config(server.target, args.duration, args.procs))
     row = {
         "server": server.name, "scenario": scenario.name, "method": scenario.method,
-        "rows": scenario.rows, "concurrency": scenario.concurrency, "count": report.count,
+        "rows": scenario.rows, "concurrency": scenario.concurrency,
+        "offered_rps": scenario.rps, "count": report.count,
         "ok": report.ok_count, "rps": report.rps, "samples_per_s": report.rps * scenario.rows,
         "p50_s": report.percentile_s(50), "p90_s": report.percentile_s(90),
         "p99_s": report.percentile_s(99), "client_cpu_s": report.cpu_s,

@@ -22,6 +22,10 @@ def run_ghz(scenario: Scenario, target: str, duration_s: float, client_cpus: str
         "concurrency": scenario.concurrency, "duration": f"{duration_s}s", "timeout": "30s",
         "data": scenario.data(), "format": "json",
     }
+    if scenario.open_loop:
+        # ghz paces its workers to this rate; it times each call from its actual send, so a
+        # server that falls behind looks faster to ghz than to our open loop.
+        config["rps"] = scenario.rps
     with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
         json.dump(config, file)
         file.flush()

@@ -125,19 +125,26 @@ def print_table(results: dict) -> None:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Throughput and p99 latency of Sample count 1 against concurrency, per server."""
-    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    """Sample count 1 per server: throughput and p99 latency against concurrency (closed loop),
+    and p99 latency against the arrival rate (open loop)."""
+    figure, (throughput, latency, open_loop) = plt.subplots(1, 3, figsize=(15, 4), dpi=110)
     for server in ("floor", "batching on", "batching off", REFERENCE):
         rows = [r for r in results["rows"]
                 if r["server"] == server and r["method"] == "Sample" and r["rows"] == 1]
-        concurrency = [r["concurrency"] for r in rows]
-        throughput.plot(concurrency, [r["rps"] for r in rows], marker="o", label=server)
-        latency.plot(concurrency, [r["p99_s"] * 1e3 for r in rows], marker="o", label=server)
+        closed = [r for r in rows if not r.get("offered_rps")]
+        concurrency = [r["concurrency"] for r in closed]
+        throughput.plot(concurrency, [r["rps"] for r in closed], marker="o", label=server)
+        latency.plot(concurrency, [r["p99_s"] * 1e3 for r in closed], marker="o", label=server)
+        scheduled = [r for r in rows if r.get("offered_rps")]
+        open_loop.plot([r["offered_rps"] for r in scheduled],
+                       [r["p99_s"] * 1e3 for r in scheduled], marker="o", label=server)
     throughput.set(title="Sample count 1: throughput", xlabel="concurrency",
                    ylabel="requests/s", xscale="log")
     latency.set(title="Sample count 1: p99 latency", xlabel="concurrency", ylabel="ms",
                 xscale="log", yscale="log")
-    for axes in (throughput, latency):
+    open_loop.set(title="Sample count 1, open loop: p99 latency", xlabel="arrivals per second",
+                  ylabel="ms", yscale="log")
+    for axes in (throughput, latency, open_loop):
         axes.grid(alpha=0.3)
         axes.legend()
     figure.suptitle(f"{results['machine']['cpu']}, {results['date']}", fontsize=8)
