@@ -39,7 +39,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import numpy as np
@@ -121,6 +121,7 @@ class Batcher:
         self.name = name
         self._requests_in_flight = requests_in_flight
         self.max_batch_size = max_batch_size
+        self._inline_max_rows = min(_INLINE_MAX_ROWS, max_batch_size)
         self.max_queue_rows = max_queue_rows
         self._max_delay_seconds = max_delay_ms / 1000
         self._metrics = metrics(self) if metrics is not None else None
@@ -173,7 +174,6 @@ class Batcher:
                 f"rows waiting); retry with backoff"
             )
         assert self._loop is not None, "Batcher.start() was not called"
-        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
         # Company: the worker is busy, requests wait, or other calls are in the server. On one
         # core gRPC hands the loop one call per iteration, so arrivals rarely find the first
         # two even at high concurrency; the calls in flight show the load all the same.
@@ -181,6 +181,14 @@ class Batcher:
             1.0 if self._worker_busy or self._pending or self._requests_in_flight() > 1 else 0.0
         )
         self._load += _LOAD_WEIGHT * (company - self._load)
+        # Alone and small: run it here and now, as `_dispatch` would after every check below.
+        if (
+            not company
+            and rows <= self._inline_max_rows
+            and (self._load <= 0.5 or not self._max_delay_seconds)
+        ):
+            return self._run_alone(graph, inputs, deadline)
+        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
         self._pending.append(_Job(graph, inputs, future, deadline))
         self._pending_rows += rows
         if not self._worker_busy:
@@ -286,6 +294,19 @@ class Batcher:
             self._worker_busy = True
             self._batches.put(pieces)
 
+    def _run_alone(
+        self, graph: Runnable, inputs: np.ndarray, deadline: float | None
+    ) -> list[np.ndarray]:
+        """Run a small request that found the server otherwise idle, right here."""
+        started = time.monotonic()
+        if deadline is not None and started >= deadline:
+            raise DeadlineExpired("the deadline passed before the request could start; not run")
+        self._batches_formed += 1
+        try:
+            return graph.run(inputs)
+        finally:
+            self._observe_batch(started, len(inputs), (started,))
+
     def _wanted(self, job: _Job, now: float) -> bool:
         """Whether a job about to be batched is still wanted; fails it if its deadline passed."""
         if job.future.done():  # Cancelled by the caller or gRPC, or an earlier piece failed.
@@ -377,11 +398,17 @@ class Batcher:
         return outcomes
 
     def _observe(self, pieces: list[_Piece], started: float, rows: int) -> None:
+        self._observe_batch(
+            started, rows, [job.enqueued for job, start, _ in pieces if start == 0]
+        )
+
+    def _observe_batch(self, started: float, rows: int, enqueued: Iterable[float]) -> None:
+        """Record a batch of `rows` rows that started running at `started`, with the times
+        its requests (those whose first rows are in it) were queued."""
         metrics = self._metrics
         if metrics is None:
             return
         metrics.inference_seconds.observe(time.monotonic() - started)
         metrics.batch_size.observe(rows)
-        for job, start, _ in pieces:
-            if start == 0:
-                metrics.queue_wait_seconds.observe(started - job.enqueued)
+        for queued in enqueued:
+            metrics.queue_wait_seconds.observe(started - queued)

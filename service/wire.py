@@ -11,6 +11,7 @@ serialization of the whole response (tests/service/test_wire.py checks this for 
 type): any protobuf library in any language reads it as the same message.
 """
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,13 @@ def _tensor_field(
     """A Tensor field's encoding, its data still the array's own memory."""
     dtype = proto_dtype(array)
     data = np.ascontiguousarray(array, dtype=numpy_dtype(dtype)).data.cast("B")
+    return [_tensor_head(field_number, tuple(shape), dtype, data.nbytes), data]
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_head(field_number: int, shape: tuple[int, ...], dtype: int, nbytes: int) -> bytes:
+    """Everything of a Tensor field's encoding before its data; a response's shapes repeat
+    (one per request size), so each is encoded once."""
     dims = b"".join(_varint(size) for size in shape)
     head = b""
     # proto3 leaves out empty and zero fields; so does protobuf's own serializer.
@@ -58,10 +66,10 @@ def _tensor_field(
         head += _varint(_SHAPE_TAG) + _varint(len(dims)) + dims
     if dtype:
         head += _varint(_DTYPE_TAG) + _varint(dtype)
-    if data.nbytes:
-        head += _varint(_DATA_TAG) + _varint(data.nbytes)
+    if nbytes:
+        head += _varint(_DATA_TAG) + _varint(nbytes)
     field_head = _varint((field_number << 3) | _LENGTH_DELIMITED)
-    return [field_head + _varint(len(head) + data.nbytes) + head, data]
+    return field_head + _varint(len(head) + nbytes) + head
 
 
 def _varint(value: int) -> bytes:

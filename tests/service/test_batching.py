@@ -375,6 +375,20 @@ def test_a_request_whose_deadline_passed_in_the_queue_is_dropped_unrun() -> None
     run(scenario())
 
 
+def test_a_lone_request_whose_deadline_already_passed_is_not_run() -> None:
+    async def scenario() -> None:
+        graph = GatedGraph()
+        async with running(max_batch_size=8, max_queue_rows=64,
+                           requests_in_flight=lambda: 1) as b:
+            with pytest.raises(DeadlineExpired, match="not run"):
+                await b.run(graph, rows(0, 1), deadline=time.monotonic() - 0.001)
+            assert_doubled(await b.run(graph, rows(1, 1), deadline=time.monotonic() + 60),
+                           rows(1, 1))
+        assert graph.batch_sizes == [1]
+
+    run(scenario())
+
+
 def test_a_cancelled_request_is_not_run() -> None:
     async def scenario() -> None:
         graph = GatedGraph(hold_first=True)

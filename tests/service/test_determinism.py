@@ -26,16 +26,18 @@ def test_each_row_of_a_batched_run_equals_the_row_run_alone(
     threads, heldout, model_dir
 ) -> None:
     model = load_model(newest_version_dir(model_dir), threads)
-    latents = np.random.default_rng(0).standard_normal((300, 2), dtype=np.float32) * 2
-    images = (heldout[:300] / 255).astype(np.float32)
+    rows = 1100  # more than the default max_batch_size of 1024
+    latents = np.random.default_rng(0).standard_normal((rows, 2), dtype=np.float32) * 2
+    images = (np.concatenate([heldout, heldout])[:rows] / 255).astype(np.float32)
     for graph, inputs in ((model.decoder, latents), (model.encoder, images)):
         batched = graph.run(inputs)
-        for size in (1, 2, 3, 5, 8, 17, 64, 255, 256):
-            for start in (0, 1, 7, 300 - size):
+        for size in (1, 2, 3, 5, 8, 17, 64, 255, 256, 1023, 1024):
+            for start in (0, 1, 7, rows - size):
                 alone = graph.run(inputs[start:start + size])
                 for whole, part in zip(batched, alone, strict=True):
                     assert np.array_equal(whole[start:start + size], part), (
-                        f"{graph.name}: rows {start}..{start + size} differ from the 300-row run"
+                        f"{graph.name}: rows {start}..{start + size} differ from the "
+                        f"{rows}-row run"
                     )
 
 

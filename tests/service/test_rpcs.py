@@ -99,16 +99,16 @@ def test_get_model_info_describes_the_manifest_and_the_limits(client, model_mani
     assert info.training_metrics["heldout_neg_elbo_nats"] == pytest.approx(
         expected["training"]["heldout_neg_elbo_nats"]
     )
-    assert info.max_request_rows == 4096 and info.max_batch_size == 256
+    assert info.max_request_rows == 4096 and info.max_batch_size == 1024
 
 
 def test_a_request_larger_than_the_max_batch_comes_back_whole_and_in_order(client, heldout) -> None:
-    count = 999  # four onnxruntime runs of at most 256 rows
+    count = 2500  # three onnxruntime runs of at most 1024 rows
     samples = client.sample(count, seed=5, return_latents=True)
     np.testing.assert_array_equal(samples.images[::97], client.decode(samples.latents[::97]))
-    digits = heldout
+    digits = np.concatenate([heldout, heldout[::-1], heldout])  # 2997 rows
     big = client.encode(digits)
-    for start in (0, 255, 256, 511, 998):
+    for start in (0, 1023, 1024, 2047, 2048, 2996):
         one = client.encode(digits[start:start + 1])
         np.testing.assert_array_equal(big.mean[start], one.mean[0])
 
