@@ -288,7 +288,7 @@ class Batcher:
         if waited:
             self._waited_batch_sizes.append(len(pieces))
         whole_request = len(pieces) == 1 and rows == pieces[0][0].rows
-        if whole_request and rows <= _INLINE_MAX_ROWS and self._requests_in_flight() <= 1:
+        if whole_request and rows <= self._inline_max_rows and self._requests_in_flight() <= 1:
             self._resolve(self._run(pieces))
         else:
             self._worker_busy = True
@@ -399,7 +399,7 @@ class Batcher:
 
     def _observe(self, pieces: list[_Piece], started: float, rows: int) -> None:
         self._observe_batch(
-            started, rows, [job.enqueued for job, start, _ in pieces if start == 0]
+            started, rows, (job.enqueued for job, start, _ in pieces if start == 0)
         )
 
     def _observe_batch(self, started: float, rows: int, enqueued: Iterable[float]) -> None:
