@@ -33,6 +33,7 @@ from bench.results import combine_rounds, plot, print_table
 from bench.scenarios import REPO_ROOT, SCENARIOS, Scenario
 from bench.servers import ResourceWatch, RunningServer, start_server
 from loadtest.generator import run
+from service.config import set_grpc_environment
 
 MODEL_DIR = REPO_ROOT / "models" / "vae-mnist"
 RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"rounds": args.rounds, "duration_s": args.duration,
                      "server_cpus": sorted(server_cpus),
                      "client_cpus": sorted(client_cpus), "procs": args.procs,
-                     "intra_op_threads": args.intra_op_threads},
+                     "intra_op_threads": args.intra_op_threads,
+                     "grpc_environment_of_servers": set_grpc_environment(dict(os.environ))},
         **combined,
     }
     RESULTS_PATH.write_text(json.dumps(results, indent=1) + "\n")

@@ -17,6 +17,8 @@ import grpc
 import psutil
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
+from service.config import set_grpc_environment
+
 READY_TIMEOUT_S = 60.0
 
 
@@ -58,12 +60,15 @@ def start_server(name: str, module: str, cpus: set[int],
                  env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
     """Run ``python -m module`` pinned to ``cpus`` (and every thread it starts), then stop it.
 
-    Every server under test takes its port from VAE_GRPC_PORT, the service's own setting.
+    Every server under test takes its port from VAE_GRPC_PORT, the service's own setting, and
+    gRPC's own settings from the service's defaults (config.GRPC_ENVIRONMENT): the floor then
+    runs the same gRPC transport as the service, so only the service's own work is compared.
     """
     port = free_port()
     environment = {**os.environ, **(env or {}), "VAE_GRPC_PORT": str(port),
                    "VAE_METRICS_PORT": str(free_port()), "VAE_HOST": "127.0.0.1",
                    "VAE_LOG_LEVEL": "WARNING"}
+    set_grpc_environment(environment)
     process = subprocess.Popen([sys.executable, "-m", module], env=environment,
                                preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     try:

@@ -27,8 +27,8 @@ class ConfigError(ValueError):
 class RunConfig:
     """Everything one load-test run needs. Units are in the names; 0 means "not set"."""
 
-    call: str
-    host: str
+    call: str = ""  # required: __post_init__ names what is missing
+    host: str = ""
     data: tuple[Mapping[str, Any], ...] = ({},)
     proto: str = ""
     import_paths: tuple[str, ...] = ()

@@ -6,9 +6,8 @@ import ctypes.util
 import sys
 from collections.abc import Sequence
 
-from service.config import ConfigError, load_config
+from service.config import ConfigError, load_config, set_grpc_environment
 from service.logging_setup import configure_logging
-from service.server import serve
 
 # mallopt parameters (glibc's malloc.h) and the values used.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -42,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(config.log_format, config.log_level)
     _keep_freed_memory()
-    return asyncio.run(serve(config))
+    grpc_environment = set_grpc_environment()
+    # Imported only now: gRPC reads its environment once, when it loads.
+    from service.server import serve
+
+    return asyncio.run(serve(config, grpc_environment))
 
 
 if __name__ == "__main__":

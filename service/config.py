@@ -2,13 +2,14 @@
 
 Every field is a flag `--<name-with-dashes>` and an environment variable `VAE_<NAME>`; a flag
 wins over the variable, the variable over the default. No other module reads the environment.
+gRPC's own variables (GRPC_ENVIRONMENT) are defaulted here too, before gRPC loads.
 """
 
 import argparse
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,16 @@ ENV_PREFIX = "VAE_"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIB = 1024 * 1024
+
+# gRPC's own settings, given to it through its environment unless the operator set them. gRPC
+# reads them once, when it loads: `set_grpc_environment` must run before the first `import grpc`.
+# GRPC_EXPERIMENTS=-event_engine_listener keeps grpcio's server connections on its previous I/O
+# path, read and written by the thread that already polls for gRPC's events, instead of handing
+# each read and write to EventEngine threads first. gRPC names this variable as the switch for
+# that experiment. On one core (make bench's set-up, the bare gRPC server and the service
+# alike): 16 % less CPU per one-image Sample, 19 % more calls/s at 32 callers, a 5 % lower
+# median for a lone caller. Measured with grpcio 1.85: re-measure when grpcio is upgraded.
+GRPC_ENVIRONMENT = {"GRPC_EXPERIMENTS": "-event_engine_listener"}
 
 
 class ConfigError(ValueError):
@@ -152,6 +163,15 @@ class Config:
             for f in dataclasses.fields(self)
             for v in (getattr(self, f.name),)
         }
+
+
+def set_grpc_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Give gRPC each GRPC_ENVIRONMENT setting the environment lacks; the values now in force.
+
+    Only takes effect before gRPC is first imported in this process.
+    """
+    environ = os.environ if environ is None else environ
+    return {name: environ.setdefault(name, value) for name, value in GRPC_ENVIRONMENT.items()}
 
 
 def env_name(field_name: str) -> str:

@@ -96,27 +96,34 @@ def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequest
     def finished(context: grpc.aio.ServicerContext) -> None:
         end()
 
+    def count(code: grpc.StatusCode, began: float) -> None:
+        handled(code).inc()
+        handling_seconds.observe(time.monotonic() - began)
+
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started.inc()
         began = time.monotonic()
-        code = grpc.StatusCode.OK
         try:
             begin()
             context.add_done_callback(finished)
-            return await method(request, context)
+            response = await method(request, context)
         except asyncio.CancelledError:
             # The caller cancelled, or its deadline passed and gRPC already told it so.
             remaining = context.time_remaining()
             expired = remaining is not None and remaining <= 0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            count(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED,
+                  began)
             raise
         except Exception as exc:
             code, message = status_for(exc)
             if code is grpc.StatusCode.INTERNAL:
                 log.error("%s failed", method.__qualname__, exc_info=exc)
+            # Counted before the status goes out: `abort` can send it to the caller before
+            # returning, and a caller that has its answer must find it in /metrics.
+            count(code, began)
             await context.abort(code, message)
-        finally:
-            handled(code).inc()
-            handling_seconds.observe(time.monotonic() - began)
+        # A response goes out only once the handler has returned it, so counting here is in time.
+        count(grpc.StatusCode.OK, began)
+        return response
 
     return handler

@@ -220,8 +220,11 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
-async def serve(config: Config) -> int:
-    """Run the service until SIGTERM or SIGINT, then drain; returns the exit status."""
+async def serve(config: Config, grpc_environment: dict[str, str] | None = None) -> int:
+    """Run the service until SIGTERM or SIGINT, then drain; returns the exit status.
+
+    `grpc_environment`: gRPC's own variables in force (config.set_grpc_environment), logged.
+    """
     try:
         model = await asyncio.to_thread(
             load_model,
@@ -252,6 +255,7 @@ async def serve(config: Config) -> int:
             grpc_port=service.port,
             metrics_port=metrics_server.server_port,
             config=config.as_log_fields(),
+            grpc_environment=grpc_environment or {},
         ),
     )
     drained = await _run_until_stopped(service, config)

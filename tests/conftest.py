@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.config import GRPC_ENVIRONMENT
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO / "models" / "vae-mnist"
 START_TIMEOUT_SECONDS = 60.0
@@ -118,8 +120,12 @@ class ServerProcess:
 
 
 def _server_env(overrides: dict[str, str]) -> dict[str, str]:
-    # The caller's own VAE_* settings must not leak into a test server.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VAE_")}
+    # The caller's own VAE_* settings and gRPC variables must not leak into a test server.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("VAE_") and key not in GRPC_ENVIRONMENT
+    }
     env.update(
         VAE_HOST="127.0.0.1",
         VAE_GRPC_PORT="0",

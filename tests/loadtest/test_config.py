@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from loadtest.cli import build_parser, config_from_args
+from loadtest.cli import EXIT_UNUSABLE, build_parser, config_from_args, main
 from loadtest.config import ConfigError, load_config, parse_duration_s
 from loadtest.slo import parse_slos
 
@@ -50,6 +50,18 @@ def test_flags_replace_the_config_files_values(tmp_path) -> None:
     assert (config.host, config.total, config.duration_s) == ("other:2", 7, 2.0)
     assert config.concurrency == 8
     assert config.data == ({"count": 3},)
+
+
+@pytest.mark.parametrize(
+    ("flags", "missing"),
+    [
+        (["--call", "vae.v1.VAEService.Sample"], "no host"),
+        (["127.0.0.1:50051"], "no method to call"),
+    ],
+)
+def test_a_run_without_host_or_method_is_refused_by_name(flags, missing, capsys) -> None:
+    assert main(["--insecure", *flags]) == EXIT_UNUSABLE
+    assert capsys.readouterr().err.startswith(f"vae-loadtest: {missing}")
 
 
 def test_call_data_can_come_from_a_file(tmp_path) -> None:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Config, ConfigError, available_cpus, load_config
+from service.config import (
+    GRPC_ENVIRONMENT,
+    Config,
+    ConfigError,
+    available_cpus,
+    load_config,
+    set_grpc_environment,
+)
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -79,3 +86,26 @@ def test_help_lists_every_flag_with_its_variable() -> None:
     assert result.returncode == 0
     for name in Config.__dataclass_fields__:
         assert f"--{name.replace('_', '-')} VAE_{name.upper()}" in result.stdout
+
+
+def test_grpc_gets_the_service_transport_defaults_where_the_operator_set_none() -> None:
+    environ: dict[str, str] = {"PATH": "/bin"}
+    assert set_grpc_environment(environ) == {"GRPC_EXPERIMENTS": "-event_engine_listener"}
+    assert environ == {"PATH": "/bin", **GRPC_ENVIRONMENT}
+    chosen = {"GRPC_EXPERIMENTS": ""}  # gRPC's own defaults
+    assert set_grpc_environment(chosen) == {"GRPC_EXPERIMENTS": ""} == chosen
+
+
+def test_the_entry_point_sets_grpc_environment_before_grpc_loads() -> None:
+    # gRPC reads GRPC_EXPERIMENTS once, when it loads: importing the entry point must not load it.
+    code = "import sys, service.__main__; print('grpc' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_the_start_up_line_names_the_grpc_settings_in_force(start_vae_server) -> None:
+    default = start_vae_server()
+    chosen = start_vae_server(GRPC_EXPERIMENTS="")
+    assert default.wait_for_log("serving")["grpc_environment"] == GRPC_ENVIRONMENT
+    assert chosen.wait_for_log("serving")["grpc_environment"] == {"GRPC_EXPERIMENTS": ""}
