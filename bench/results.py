@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 # The floor server running each call's graph in its handler (bench.floor_server).
 REFERENCE = "floor + onnxruntime"
@@ -124,6 +125,15 @@ def print_table(results: dict) -> None:
               f"{'yes' if target['met'] else 'NO'} | {ceiling} |")
 
 
+def _plain_number(value: float, _position: int) -> str:
+    return f"{value:g}"
+
+
+def _two_and_five(value: float, _position: int) -> str:
+    """Label a log axis's minor ticks at 2 and 5 times a power of ten, the others not."""
+    return f"{value:g}" if f"{value:e}"[0] in "25" else ""
+
+
 def plot(results: dict, path: Path) -> None:
     """Sample count 1 per server: throughput and p99 latency against concurrency (closed loop),
     and p99 latency against the arrival rate (open loop)."""
@@ -147,6 +157,10 @@ def plot(results: dict, path: Path) -> None:
     for axes in (throughput, latency, open_loop):
         axes.grid(alpha=0.3)
         axes.legend()
+        for axis in (axes.xaxis, axes.yaxis):
+            if axis.get_scale() == "log":  # ticks read 2, 5, 10, not 2×10⁰
+                axis.set_major_formatter(FuncFormatter(_plain_number))
+                axis.set_minor_formatter(FuncFormatter(_two_and_five))
     figure.suptitle(f"{results['machine']['cpu']}, {results['date']}", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
