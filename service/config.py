@@ -24,9 +24,10 @@ MIB = 1024 * 1024
 # GRPC_EXPERIMENTS=-event_engine_listener keeps grpcio's server connections on its previous I/O
 # path, read and written by the thread that already polls for gRPC's events, instead of handing
 # each read and write to EventEngine threads first. gRPC names this variable as the switch for
-# that experiment. On one core (make bench's set-up, the bare gRPC server and the service
-# alike): 16 % less CPU per one-image Sample, 19 % more calls/s at 32 callers, a 5 % lower
-# median for a lone caller. Measured with grpcio 1.85: re-measure when grpcio is upgraded.
+# that experiment. On one core at 32 callers (make bench's set-up, the bare gRPC server and the
+# service alike): 16 % less CPU per one-image Sample and 19 % more calls/s. A lone caller's
+# median: 5-15 % lower for the bare server, about the same for the service. Measured with
+# grpcio 1.85: re-measure when grpcio is upgraded.
 GRPC_ENVIRONMENT = {"GRPC_EXPERIMENTS": "-event_engine_listener"}
 
 
