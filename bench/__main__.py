@@ -26,6 +26,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench import compute
 from bench.ghz import ghz_available, run_ghz
@@ -49,7 +50,7 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
     run(scenario.run_config(server.target, WARM_UP_S, args.procs))
     with ResourceWatch(server) as watch:
         report = run(scenario.run_config(server.target, args.duration, args.procs))
-    row = {
+    row: dict[str, Any] = {
         "server": server.name, "scenario": scenario.name, "method": scenario.method,
         "rows": scenario.rows, "concurrency": scenario.concurrency,
         "offered_rps": scenario.rps, "count": report.count,
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                       key=lambda p: int(p.name))
 
     threads = {"VAE_INTRA_OP_THREADS": str(args.intra_op_threads)}
-    servers = (
+    servers: tuple[tuple[str, str, dict[str, str]], ...] = (
         ("floor", "bench.floor_server", {}),
         ("batching on", "service", threads),
         ("batching off", "service", {**threads, "VAE_MAX_BATCH_SIZE": "1"}),

@@ -20,6 +20,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -72,7 +73,7 @@ def run_encoder(model: Model) -> Callable[[vae_pb2.EncodeRequest], object]:
 
 
 def prebuilt(parse: Callable[[bytes], object], build: Callable, key: Callable,
-             compute: Callable[[object], object] | None = None) -> Callable:
+             compute: Callable[[Any], object] | None = None) -> Callable:
     """A unary handler that answers every request with the same bytes per key, built once,
     after running `compute` on the request when given."""
     cache: dict[object, bytes] = {}
