@@ -19,7 +19,7 @@ import pytest
 import yaml
 from deploy_tools import CHART, KUBE_VERSIONS, RELEASE, REPO, Helm, Manifests
 
-from service.config import Config, env_name
+from service.config import Config, env_name, load_config
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
@@ -490,7 +490,6 @@ def test_every_value_is_listed_in_the_charts_readme():
     assert unlisted == []
 
 
-
 # Where the chart's default deliberately differs from the server's own, and why.
 CHART_DEFAULTS_OF_ITS_OWN = {
     "log_format": "json",  # one JSON object per line, for the cluster's log collector
@@ -500,8 +499,6 @@ CHART_DEFAULTS_OF_ITS_OWN = {
 def test_the_charts_defaults_are_the_servers_own_unless_listed(default: Manifests):
     """A default changed in service/config.py but not in values.yaml (maxDelayMs stayed 0 while
     the server's became 2 ms) would silently run every deployment differently."""
-    from service.config import load_config
-
     charted = load_config([], configmap_environment(default))
     servers = load_config([], {})
     differing = {
