@@ -135,6 +135,7 @@ async def resolve_by_reflection(
     """Describe `call` by asking the server's reflection service, as ghz does."""
     service, method = parse_call(call)
     symbol = f"{service}.{method}"
+    failure: grpc.aio.AioRpcError | None = None
     for path in REFLECTION_METHODS:
         stream = channel.stream_stream(
             path,
@@ -144,15 +145,27 @@ async def resolve_by_reflection(
         try:
             files = await _files_on_stream(stream, symbol)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                continue
-            raise DescriptorError(
-                f"reflection failed: {error.code().name}: {error.details()}"
-            ) from error
+            # A server without this API answers UNIMPLEMENTED; a Python one can answer so while
+            # the request is still being written, and gRPC's client then reports INTERNAL.
+            if error.code() not in _NOT_OFFERED:
+                raise _failed(error) from error
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED and failure is None:
+                failure = error
+            continue
         finally:
             stream.cancel()
         return method_from_files(files, call, path)
+    if failure is not None:
+        raise _failed(failure) from failure
     raise DescriptorError("server does not support the reflection API")
+
+
+# How a call to a reflection API the server does not offer can end (see resolve_by_reflection).
+_NOT_OFFERED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL)
+
+
+def _failed(error: grpc.aio.AioRpcError) -> DescriptorError:
+    return DescriptorError(f"reflection failed: {error.code().name}: {error.details()}")
 
 
 def resolve_from_proto(proto: str, import_paths: Sequence[str], call: str) -> ResolvedMethod:

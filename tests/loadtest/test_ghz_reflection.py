@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,14 +25,14 @@ SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VAEService"]
 METHODS = list(SERVICE.methods)
 V1_PATH, V1ALPHA_PATH = REFLECTION_METHODS
 
-Enable = Callable[[grpc.aio.Server], None]
+Enable = Callable[[grpc.Server], None]
 
 
-def ours(server: grpc.aio.Server) -> None:
+def ours(server: grpc.Server) -> None:
     enable_reflection(server, [SERVICE.full_name])
 
 
-def stock(server: grpc.aio.Server) -> None:
+def stock(server: grpc.Server) -> None:
     stock_reflection.enable_server_reflection(
         [SERVICE.full_name, stock_reflection.SERVICE_NAME], server
     )
@@ -39,15 +40,17 @@ def stock(server: grpc.aio.Server) -> None:
 
 @asynccontextmanager
 async def reflection_channel(enable: Enable) -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server()
+    """A channel to a server like the service's (grpcio's thread-pool server) offering only
+    reflection."""
+    server = grpc.server(ThreadPoolExecutor(4))
     enable(server)
     port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield channel
     finally:
-        await server.stop(None)
+        server.stop(None)
 
 
 def run(test: Callable[[grpc.aio.Channel], Awaitable[None]], enable: Enable = ours) -> None:
