@@ -6,15 +6,16 @@ rows, not requests (as pytriton does): inputs are concatenated on axis 0 up to
 `max_batch_size` rows and outputs are split back by each request's row count; a request larger
 than a batch runs in several pieces and is reassembled in order.
 
-Batches are formed on the event loop, which is the only place requests arrive, so forming them
-needs no locks; the worker thread runs them, so onnxruntime does not hold up the loop. There
-is one hand-off per batch each way (a `SimpleQueue.put` to the worker, one
-`call_soon_threadsafe` back), never one per request.
+Requests arrive on gRPC's handler threads. Each queues its rows and waits on its own future
+while the graph's worker thread forms batches and runs them; onnxruntime releases the GIL while
+it runs, so the handler threads go on reading requests and writing responses meanwhile. One
+lock guards the queue; the worker sleeps on it until there is work, or until a batch it holds
+open has to go.
 
 A small request that finds the server otherwise idle (no other call in it, nothing queued, the
 worker free) skips the worker: its run takes about as long as the two thread hand-offs it would
-cost (tens of microseconds), so it runs right away on the event loop, which has nothing else to
-do. That keeps a lone caller's latency at the gRPC floor plus the inference itself.
+cost (tens of microseconds), so it runs right away on its own handler thread. That keeps a
+lone caller's latency at the gRPC floor plus the inference itself.
 
 When the worker is busy, arrivals queue up and form the next batch. When it is free, a batch
 goes at once, so a request that arrives alone never waits, unless the batcher is under load:
@@ -33,18 +34,17 @@ batches that closed by waiting (the group's size). The group's size is only lear
 batches that waited, and one batch in eight always waits, so a group that grows is seen.
 """
 
-import asyncio
 import logging
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError
 from typing import Protocol
 
 import numpy as np
 
-from service.errors import DeadlineExpired, QueueFull, ShuttingDown
+from service.errors import CallerGone, DeadlineExpired, QueueFull, ShuttingDown
 from service.metrics import GraphMetrics
 
 log = logging.getLogger(__name__)
@@ -63,23 +63,28 @@ class BatcherStopped(RuntimeError):
 
 
 class _Job:
-    """One request; `offset` of its rows have been handed to the worker so far."""
+    """One request; `offset` of its rows have been taken into batches so far.
 
-    __slots__ = ("graph", "inputs", "rows", "future", "deadline", "enqueued", "offset", "parts",
-                 "failed")
+    Its future stays pending while the request is queued, so that its waiting handler can
+    still withdraw it (cancel), and is marked running when its first rows join a batch.
+    """
+
+    __slots__ = ("graph", "inputs", "rows", "future", "deadline", "is_active", "enqueued",
+                 "offset", "parts", "failed")
 
     def __init__(
         self,
         graph: Runnable,
         inputs: np.ndarray,
-        future: "asyncio.Future[list[np.ndarray]]",
         deadline: float | None,
+        is_active: Callable[[], bool] | None,
     ) -> None:
         self.graph = graph
         self.inputs = inputs
         self.rows = len(inputs)
-        self.future = future
+        self.future: Future[list[np.ndarray]] = Future()
         self.deadline = deadline
+        self.is_active = is_active
         self.enqueued = time.monotonic()
         self.offset = 0
         self.parts: list[list[np.ndarray]] = []
@@ -88,12 +93,11 @@ class _Job:
 
 # (job, first row of the job in this batch, rows of the job in this batch)
 _Piece = tuple[_Job, int, int]
-# (future, result, exception): what the worker sends back for each finished request.
-_Outcome = tuple["asyncio.Future[list[np.ndarray]]", list[np.ndarray] | None, BaseException | None]
+# (future, result, exception): the end of one request, set once its last piece has run.
+_Outcome = tuple[Future[list[np.ndarray]], list[np.ndarray] | None, BaseException | None]
 
-_STOP = None
-# Up to this many rows a lone request runs on the event loop (see the module's docstring): a
-# run this small is dominated by reading the weights, not by the rows.
+# Up to this many rows a lone request runs on its handler thread (see the module's docstring):
+# a run this small is dominated by reading the weights, not by the rows.
 _INLINE_MAX_ROWS = 16
 # How much each arrival moves the load average: a few lone arrivals end the "under load" mode.
 _LOAD_WEIGHT = 0.25
@@ -125,21 +129,19 @@ class Batcher:
         self.max_queue_rows = max_queue_rows
         self._max_delay_seconds = max_delay_ms / 1000
         self._metrics = metrics(self) if metrics is not None else None
-        # Event-loop state: only ever touched on the loop.
+        # Everything below is guarded by the lock; the worker waits on `_arrivals` for work.
+        self._lock = threading.Lock()
+        self._arrivals = threading.Condition(self._lock)
         self._pending: deque[_Job] = deque()
         self._pending_rows = 0
         self._worker_busy = False
         # Moving average over arrivals of "found the batcher busy or requests queued".
         self._load = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         # Requests in each of the last batches that closed by waiting; batches formed so far.
         self._waited_batch_sizes: deque[int] = deque(maxlen=_GROUP_MEMORY)
         self._batches_formed = 0
         self._closed = False
         self._failure: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # The worker's inbox: one list of pieces per batch.
-        self._batches: queue.SimpleQueue[list[_Piece] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     @property
@@ -148,86 +150,145 @@ class Batcher:
         return self._pending_rows
 
     def start(self) -> None:
-        """Start the worker; call from the event loop that will submit requests."""
-        self._loop = asyncio.get_running_loop()
+        """Start the worker thread."""
         self._thread = threading.Thread(
             target=self._work, name=f"batcher-{self.name}", daemon=True
         )
         self._thread.start()
 
-    async def run(
-        self, graph: Runnable, inputs: np.ndarray, deadline: float | None = None
+    def run(
+        self,
+        graph: Runnable,
+        inputs: np.ndarray,
+        deadline: float | None = None,
+        is_active: Callable[[], bool] | None = None,
     ) -> list[np.ndarray]:
         """Run `graph` on `inputs` (rows on axis 0) within some batch; its outputs' rows.
 
-        `deadline` is a `time.monotonic()` instant after which the request is dropped unrun.
-        Raises QueueFull when the queue cannot take the rows, ShuttingDown after `close`.
+        `deadline` is a `time.monotonic()` instant after which the request is dropped unrun;
+        `is_active` tells whether the caller still waits (a request it gave up is not run).
+        Raises QueueFull when the queue cannot take the rows, ShuttingDown after `close`,
+        DeadlineExpired when the deadline passes first, CallerGone when the caller left.
         """
-        if self._closed:
-            raise ShuttingDown("the server is shutting down; retry on another replica")
-        if self._failure is not None:
-            raise BatcherStopped(f"the {self.name} batcher stopped") from self._failure
         rows = len(inputs)
-        if self._pending_rows + rows > self.max_queue_rows:
-            raise QueueFull(
-                f"the {self.name} queue is full ({self._pending_rows} of {self.max_queue_rows} "
-                f"rows waiting); retry with backoff"
+        with self._lock:
+            if self._closed:
+                raise ShuttingDown("the server is shutting down; retry on another replica")
+            if self._failure is not None:
+                raise BatcherStopped(f"the {self.name} batcher stopped") from self._failure
+            if self._pending_rows + rows > self.max_queue_rows:
+                raise QueueFull(
+                    f"the {self.name} queue is full ({self._pending_rows} of "
+                    f"{self.max_queue_rows} rows waiting); retry with backoff"
+                )
+            # Company: the worker is busy, requests wait, or other calls are in the server.
+            company = (
+                1.0 if self._worker_busy or self._pending or self._requests_in_flight() > 1
+                else 0.0
             )
-        assert self._loop is not None, "Batcher.start() was not called"
-        # Company: the worker is busy, requests wait, or other calls are in the server. On one
-        # core gRPC hands the loop one call per iteration, so arrivals rarely find the first
-        # two even at high concurrency; the calls in flight show the load all the same.
-        company = (
-            1.0 if self._worker_busy or self._pending or self._requests_in_flight() > 1 else 0.0
-        )
-        self._load += _LOAD_WEIGHT * (company - self._load)
-        # Alone and small: run it here and now, as `_dispatch` would after every check below.
-        if (
-            not company
-            and rows <= self._inline_max_rows
-            and (self._load <= 0.5 or not self._max_delay_seconds)
-        ):
+            self._load += _LOAD_WEIGHT * (company - self._load)
+            alone = (
+                not company
+                and rows <= self._inline_max_rows
+                and (self._load <= 0.5 or not self._max_delay_seconds)
+            )
+            if alone:
+                self._batches_formed += 1
+            else:
+                job = _Job(graph, inputs, deadline, is_active)
+                was_empty = not self._pending
+                self._pending.append(job)
+                self._pending_rows += rows
+                # The worker needs waking only for its first job, or when a held batch is done.
+                if was_empty or self._hold_until() is None:
+                    self._arrivals.notify()
+        if alone:
             return self._run_alone(graph, inputs, deadline)
-        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
-        self._pending.append(_Job(graph, inputs, future, deadline))
-        self._pending_rows += rows
-        if not self._worker_busy:
-            self._dispatch_if_ready()
-        return await future
+        return self._wait(job)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Refuse new requests, fail the queued ones, let the running batch finish, stop."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-        for job in self._pending:
-            if not job.future.done():
-                job.future.set_exception(ShuttingDown("the server is shutting down"))
-        self._pending.clear()
-        self._pending_rows = 0
-        self._batches.put(_STOP)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for job in self._pending:
+                _settle(job.future, None, ShuttingDown("the server is shutting down"))
+            self._pending.clear()
+            self._pending_rows = 0
+            self._arrivals.notify_all()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            self._thread.join()
 
-    # --- on the event loop ---
+    # --- on the handler threads ---
 
-    def _dispatch_if_ready(self) -> None:
-        """Hand a batch to the idle worker, unless under load a partial one may still fill."""
+    def _run_alone(
+        self, graph: Runnable, inputs: np.ndarray, deadline: float | None
+    ) -> list[np.ndarray]:
+        """Run a small request that found the server otherwise idle, right here."""
+        started = time.monotonic()
+        if deadline is not None and started >= deadline:
+            raise DeadlineExpired("the deadline passed before the request could start; not run")
+        try:
+            return graph.run(inputs)
+        finally:
+            self._observe_batch(started, len(inputs), (started,))
+
+    def _wait(self, job: _Job) -> list[np.ndarray]:
+        """The queued job's outputs, once the worker has run all of it; or its error."""
+        timeout = None if job.deadline is None else job.deadline - time.monotonic()
+        try:
+            return job.future.result(timeout)
+        except TimeoutError:
+            # Withdrawn if still queued; if it is running, its outputs will go unread.
+            ran = not job.future.cancel()
+            raise DeadlineExpired(
+                f"the deadline passed after {time.monotonic() - job.enqueued:.3f} s "
+                + ("while the request ran" if ran else
+                   f"in the {self.name} queue; the request was not run")
+            ) from None
+
+    # --- on the worker thread ---
+
+    def _work(self) -> None:
+        pieces: list[_Piece] | None = None
+        try:
+            while (pieces := self._next_batch()) is not None:
+                for future, result, exc in self._run(pieces):
+                    _settle(future, result, exc)
+        except BaseException as exc:
+            log.exception("the %s batcher's worker stopped", self.name)
+            self._fail_everything(pieces or [], exc)
+
+    def _next_batch(self) -> list[_Piece] | None:
+        """Wait for work and take the next batch off the queue; None once closed."""
+        with self._lock:
+            self._worker_busy = False
+            while not self._closed:
+                if not self._pending:
+                    self._arrivals.wait()
+                    continue
+                hold_until = self._hold_until()
+                if hold_until is not None and time.monotonic() < hold_until:
+                    # Arrivals that end the hold wake the worker; others only move the time.
+                    self._arrivals.wait(hold_until - time.monotonic())
+                    continue
+                pieces = self._take_batch(waited=hold_until is not None)
+                if pieces:
+                    self._worker_busy = True
+                    return pieces
+            return None
+
+    def _hold_until(self) -> float | None:
+        """Until when the queued partial batch may stay open to fill; None: it goes now."""
         if (
             self._load > 0.5
             and self._max_delay_seconds > 0
             and self._pending_rows < self.max_batch_size
             and not self._group_is_back()
         ):
-            close_at = self._close_at()
-            if time.monotonic() < close_at:
-                if self._timer is None:
-                    assert self._loop is not None
-                    self._timer = self._loop.call_at(close_at, self._on_timer)
-                return
-        self._dispatch()
+            return self._close_at()
+        return None
 
     def _group_is_back(self) -> bool:
         """Whether the batch held open has everyone it waits for (see the module docstring)."""
@@ -246,23 +307,9 @@ class Batcher:
             self._pending[-1].enqueued + self._max_delay_seconds * _PAUSE_FRACTION,
         )
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._pending and not self._worker_busy:
-            # Arrivals since the timer was set may have moved the closing time later.
-            close_at = self._close_at()
-            if time.monotonic() < close_at:
-                assert self._loop is not None
-                self._timer = self._loop.call_at(close_at, self._on_timer)
-            else:
-                self._dispatch(waited=True)
-
-    def _dispatch(self, waited: bool = False) -> None:
-        """Take up to max_batch_size rows off the queue and hand them to the worker; `waited`
-        when the batch was held open until its time was up."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _take_batch(self, waited: bool) -> list[_Piece]:
+        """Take up to max_batch_size rows off the queue; `waited` when the batch was held open
+        until its time was up."""
         pieces: list[_Piece] = []
         rows = 0
         now = time.monotonic()
@@ -282,34 +329,17 @@ class Batcher:
             self._pending_rows -= take
             if job.offset == job.rows:
                 pending.popleft()
-        if not pieces:
-            return
-        self._batches_formed += 1
-        if waited:
-            self._waited_batch_sizes.append(len(pieces))
-        whole_request = len(pieces) == 1 and rows == pieces[0][0].rows
-        if whole_request and rows <= self._inline_max_rows and self._requests_in_flight() <= 1:
-            self._resolve(self._run(pieces))
-        else:
-            self._worker_busy = True
-            self._batches.put(pieces)
-
-    def _run_alone(
-        self, graph: Runnable, inputs: np.ndarray, deadline: float | None
-    ) -> list[np.ndarray]:
-        """Run a small request that found the server otherwise idle, right here."""
-        started = time.monotonic()
-        if deadline is not None and started >= deadline:
-            raise DeadlineExpired("the deadline passed before the request could start; not run")
-        self._batches_formed += 1
-        try:
-            return graph.run(inputs)
-        finally:
-            self._observe_batch(started, len(inputs), (started,))
+        if pieces:
+            self._batches_formed += 1
+            if waited:
+                self._waited_batch_sizes.append(len(pieces))
+        return pieces
 
     def _wanted(self, job: _Job, now: float) -> bool:
-        """Whether a job about to be batched is still wanted; fails it if its deadline passed."""
-        if job.future.done():  # Cancelled by the caller or gRPC, or an earlier piece failed.
+        """Whether a job about to be batched is still wanted; ends it if not."""
+        if job.offset == 0 and not job.future.set_running_or_notify_cancel():
+            return False  # Its handler withdrew it: the deadline passed while it queued.
+        if job.future.done():  # An earlier piece failed.
             return False
         if job.deadline is not None and now >= job.deadline:
             job.future.set_exception(DeadlineExpired(
@@ -317,50 +347,10 @@ class Batcher:
                 "queue; the request was not run"
             ))
             return False
+        if job.is_active is not None and not job.is_active():
+            job.future.set_exception(CallerGone("the caller left; the request was not run"))
+            return False
         return True
-
-    def _finish(self, outcomes: list[_Outcome]) -> None:
-        """The worker's batch is done: resolve its requests, then start the next batch."""
-        self._resolve(outcomes)
-        self._worker_busy = False
-        if self._pending:
-            self._dispatch_if_ready()
-
-    @staticmethod
-    def _resolve(outcomes: list[_Outcome]) -> None:
-        for future, result, exc in outcomes:
-            if future.done():  # Cancelled meanwhile.
-                continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
-
-    def _fail_everything(self, outcomes: list[_Outcome], exc: BaseException) -> None:
-        """The worker died: the requests of its last batch and every queued one get its error,
-        and so will later ones."""
-        self._failure = exc
-        self._resolve(outcomes)
-        for job in self._pending:
-            if not job.future.done():
-                job.future.set_exception(exc)
-        self._pending.clear()
-        self._pending_rows = 0
-
-    # --- on the worker thread ---
-
-    def _work(self) -> None:
-        assert self._loop is not None
-        call_soon_threadsafe = self._loop.call_soon_threadsafe
-        pieces: list[_Piece] | None = None
-        try:
-            while (pieces := self._batches.get()) is not _STOP:
-                call_soon_threadsafe(self._finish, self._run(pieces))
-        except BaseException as exc:
-            log.exception("the %s batcher's worker stopped", self.name)
-            outcomes: list[_Outcome] = [(job.future, None, exc) for job, _, _ in pieces or ()]
-            if not self._loop.is_closed():
-                call_soon_threadsafe(self._fail_everything, outcomes, exc)
 
     def _run(self, pieces: list[_Piece]) -> list[_Outcome]:
         """Run one batch; the outcome of every request it completes or fails."""
@@ -397,6 +387,18 @@ class Batcher:
             outcomes.append((job.future, part, None))
         return outcomes
 
+    def _fail_everything(self, pieces: list[_Piece], exc: BaseException) -> None:
+        """The worker died: the requests of its last batch and every queued one get its error,
+        and so will later ones."""
+        with self._lock:
+            self._failure = exc
+            for job, _, _ in pieces:
+                _settle(job.future, None, exc)
+            for job in self._pending:
+                _settle(job.future, None, exc)
+            self._pending.clear()
+            self._pending_rows = 0
+
     def _observe(self, pieces: list[_Piece], started: float, rows: int) -> None:
         self._observe_batch(
             started, rows, (job.enqueued for job, start, _ in pieces if start == 0)
@@ -412,3 +414,18 @@ class Batcher:
         metrics.batch_size.observe(rows)
         for queued in enqueued:
             metrics.queue_wait_seconds.observe(started - queued)
+
+
+def _settle(
+    future: "Future[list[np.ndarray]]", result: list[np.ndarray] | None,
+    exc: BaseException | None,
+) -> None:
+    """End a request's future with its outputs or its error, unless it already ended (its
+    handler withdrew it, or an earlier piece failed)."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass

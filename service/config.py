@@ -24,10 +24,9 @@ MIB = 1024 * 1024
 # GRPC_EXPERIMENTS=-event_engine_listener keeps grpcio's server connections on its previous I/O
 # path, read and written by the thread that already polls for gRPC's events, instead of handing
 # each read and write to EventEngine threads first. gRPC names this variable as the switch for
-# that experiment. On one core at 32 callers (make bench's set-up, the bare gRPC server and the
-# service alike): 16 % less CPU per one-image Sample and 19 % more calls/s. A lone caller's
-# median: 5-15 % lower for the bare server, about the same for the service. Measured with
-# grpcio 1.85: re-measure when grpcio is upgraded.
+# that experiment. The service on one core (make bench's set-up), one-image Sample: at 32
+# callers 13 % less CPU per call and 14 % more calls/s; a lone caller's median 6 % lower.
+# Measured with grpcio 1.85: re-measure when grpcio is upgraded.
 GRPC_ENVIRONMENT = {"GRPC_EXPERIMENTS": "-event_engine_listener"}
 
 
@@ -89,6 +88,11 @@ class Config:
         16384, "Rows waiting per graph; beyond it requests get RESOURCE_EXHAUSTED at once."
     )
     max_request_rows: int = _setting(4096, "Largest count (Sample) or N (tensors) per request.")
+    handler_threads: int = _setting(
+        32,
+        "Threads that run calls; also the most calls a batch can gather. Further calls wait "
+        "in gRPC's queue for a free thread.",
+    )
     intra_op_threads: int = _setting(
         available_cpus, "onnxruntime threads per graph; 0 or unset: the CPUs this process may use."
     )
@@ -116,7 +120,10 @@ class Config:
         for name in ("grpc_port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{env_name(name)} must be a port number 0..65535")
-        for name in ("max_batch_size", "max_queue", "max_request_rows", "intra_op_threads"):
+        for name in (
+            "max_batch_size", "max_queue", "max_request_rows", "intra_op_threads",
+            "handler_threads",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{env_name(name)} must be at least 1")
         for name in ("max_delay_ms", "grace_seconds", "model_poll_seconds"):

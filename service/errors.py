@@ -28,6 +28,10 @@ class DeadlineExpired(ServiceError):
     """The caller's deadline passed while the request waited; it was never run."""
 
 
+class CallerGone(ServiceError):
+    """The caller cancelled the call while its request waited; it was never run."""
+
+
 class ShuttingDown(ServiceError):
     """The server is draining and accepts no new work."""
 
@@ -39,6 +43,7 @@ _STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    CallerGone: grpc.StatusCode.CANCELLED,
 }
 
 

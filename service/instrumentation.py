@@ -2,14 +2,14 @@
 into status codes.
 
 This does the job of a server interceptor (as kserve's does) with a plain wrapper per method,
-built once at start-up: grpc.aio interceptors add an extra coroutine and handler lookup to
-every call, and the wrapper costs three metric updates.
+built once at start-up: an interceptor adds a handler lookup and a wrapper object to every
+call, and the wrapper costs three metric updates.
 """
 
-import asyncio
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,16 +20,14 @@ from service.metrics import Metrics, RpcMetrics
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, grpc.ServicerContext], Any]
 
 
 class InFlightRequests:
     """Counts the requests in the server; once draining, refuses new ones with UNAVAILABLE.
 
     A request counts from its admission until gRPC has finished it, its response sent: the
-    batcher reads the count as its load signal, and a call still sending its response is load
-    (on one core gRPC hands the loop the next call only after the last one's handler returned,
-    so counting until then would find every call alone).
+    batcher reads the count as its load signal, and a call still sending its response is load.
 
     gRPC's own `server.stop(grace)` cancels calls that arrive during the grace period
     (CANCELLED, which clients do not retry); draining here first refuses them with
@@ -39,31 +37,28 @@ class InFlightRequests:
     def __init__(self) -> None:
         self.count = 0
         self.draining = False
-        self._idle = asyncio.Event()
+        self._changed = threading.Condition()
 
     def begin(self) -> None:
         """Admit one request, or raise ShuttingDown while draining."""
-        if self.draining:
-            raise ShuttingDown("the server is shutting down; retry on another replica")
-        self.count += 1
+        with self._changed:
+            if self.draining:
+                raise ShuttingDown("the server is shutting down; retry on another replica")
+            self.count += 1
 
     def end(self) -> None:
         """One admitted request is finished, its response sent."""
-        self.count -= 1
-        if self.draining and self.count == 0:
-            self._idle.set()
+        with self._changed:
+            self.count -= 1
+            if self.count == 0:
+                self._changed.notify_all()
 
-    async def drain(self, timeout_seconds: float) -> bool:
+    def drain(self, timeout_seconds: float) -> bool:
         """Refuse new requests and wait for the admitted ones; False if some are still running
         after `timeout_seconds`."""
-        self.draining = True
-        if self.count == 0:
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_seconds)
-        except TimeoutError:
-            return False
-        return True
+        with self._changed:
+            self.draining = True
+            return self._changed.wait_for(lambda: self.count == 0, timeout_seconds)
 
 
 def instrument(
@@ -85,45 +80,47 @@ def instrument(
     )
 
 
+def _code_of_a_call_gone(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """Why a call ended before its answer: its deadline passed, or the caller cancelled."""
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining <= 0
+    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+
+
 def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequests) -> Handler:
     """`method` admitted, counted and timed, with its exceptions sent to the caller as status
-    codes."""
+    codes. Every outcome is counted before the caller can see it: one that has its answer must
+    find it in /metrics."""
     begin, end = requests.begin, requests.end
     started = metrics.started
     handling_seconds = metrics.handling_seconds
     handled = metrics.handled
 
-    def finished(context: grpc.aio.ServicerContext) -> None:
-        end()
-
     def count(code: grpc.StatusCode, began: float) -> None:
         handled(code).inc()
         handling_seconds.observe(time.monotonic() - began)
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
         started.inc()
         began = time.monotonic()
         try:
             begin()
-            context.add_done_callback(finished)
-            response = await method(request, context)
-        except asyncio.CancelledError:
-            # The caller cancelled, or its deadline passed and gRPC already told it so.
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            count(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED,
-                  began)
-            raise
+            # Runs once gRPC has finished the call, its status sent (at once if already so).
+            if not context.add_callback(end):
+                end()
+            response = method(request, context)
         except Exception as exc:
-            code, message = status_for(exc)
-            if code is grpc.StatusCode.INTERNAL:
-                log.error("%s failed", method.__qualname__, exc_info=exc)
-            # Counted before the status goes out: `abort` can send it to the caller before
-            # returning, and a caller that has its answer must find it in /metrics.
+            if context.is_active():
+                code, message = status_for(exc)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.error("%s failed", method.__qualname__, exc_info=exc)
+            else:  # The caller has its status from gRPC already.
+                code, message = _code_of_a_call_gone(context), "the call ended first"
             count(code, began)
-            await context.abort(code, message)
-        # A response goes out only once the handler has returned it, so counting here is in time.
-        count(grpc.StatusCode.OK, began)
+            context.abort(code, message)
+        # The caller left while the answer was made: gRPC drops it.
+        count(grpc.StatusCode.OK if context.is_active() else _code_of_a_call_gone(context),
+              began)
         return response
 
     return handler

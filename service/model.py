@@ -250,7 +250,7 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    # Idle onnxruntime threads would otherwise spin, taking the CPU the gRPC event loop needs.
+    # Idle onnxruntime threads would otherwise spin, taking the CPU that gRPC's threads need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # With weights prepacked (the default, stated here because it matters) every GEMM row is
     # computed the same way whatever the batch size; without it a 1-row batch takes another

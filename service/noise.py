@@ -6,9 +6,13 @@ PCG64 costs about 10 µs, more than the rest of a small request's own work, so o
 re-seeded in place with the state PCG64 would derive from the seed (same numbers), and the
 states of recently used seeds are cached, since callers that want repeatable output tend to
 reuse their seeds. Unseeded requests share one generator seeded from the OS.
+
+Requests are served on many threads: each thread re-seeds a generator of its own, and the
+shared one serializes its draws (numpy's generators hold a lock while they draw).
 """
 
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,19 +23,22 @@ _PCG_MULTIPLIER = (2549297995355413924 << 64) + 4865540595714422341
 
 
 class NoiseSource:
-    """Draws float32 standard normal arrays; not thread-safe (the event loop owns it)."""
+    """Draws float32 standard normal arrays; safe to use from several threads."""
 
     def __init__(self) -> None:
         self._shared = np.random.default_rng()
-        self._bit_generator = np.random.PCG64(0)
-        self._seeded = np.random.Generator(self._bit_generator)
+        self._per_thread = threading.local()
 
     def normal(self, rows: int, cols: int, seed: int | None = None) -> np.ndarray:
         """A (rows, cols) float32 standard normal array; repeatable when `seed` is given."""
         if seed is None:
             return self._shared.standard_normal((rows, cols), dtype=np.float32)
-        self._bit_generator.state = _pcg64_state(seed)
-        return self._seeded.standard_normal((rows, cols), dtype=np.float32)
+        try:
+            seeded: np.random.Generator = self._per_thread.generator
+        except AttributeError:
+            seeded = self._per_thread.generator = np.random.Generator(np.random.PCG64(0))
+        seeded.bit_generator.state = _pcg64_state(seed)
+        return seeded.standard_normal((rows, cols), dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -3,10 +3,11 @@
 Each method takes the Model it was called with (read once per request from the ModelHolder, so
 a model swap never mixes versions within a request), draws its noise before its rows join a
 batch (so seeded results do not depend on what else is batched with them), and hands its rows
-to the graph's batcher.
+to the graph's batcher with the caller's deadline and a way to tell whether it still waits.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ from service.tensors import check_rows
 MAX_TEMPERATURE = 100.0
 # Pixel probabilities are clipped this far from 0 and 1 before taking logs.
 _BCE_EPSILON = 1e-7
+# Whether the caller still waits for the answer; None: always.
+IsActive = Callable[[], bool] | None
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,14 @@ class VAEPipeline:
         """The model a new request should use."""
         return self._models.current
 
-    async def sample(
+    def sample(
         self,
         model: Model,
         count: int,
         seed: int | None,
         temperature: float,
         deadline: float | None,
+        is_active: IsActive = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`count` images decoded from prior draws scaled by `temperature`; (images, latents)."""
         check_rows("count", count, self.max_request_rows)
@@ -81,32 +85,35 @@ class VAEPipeline:
         latents = self._noise.normal(count, model.latent_dim, seed)
         if temperature != 1.0:
             latents *= temperature
-        (images,) = await self._decoder.run(model.decoder, latents, deadline)
+        (images,) = self._decoder.run(model.decoder, latents, deadline, is_active)
         return images, latents
 
-    async def encode(
-        self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None
+    def encode(
+        self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None,
+        is_active: IsActive = None,
     ) -> Encoding:
         """The posterior of each (N, pixels) image; with a seed, also a repeatable draw from it."""
         noise = None if seed is None else self._noise.normal(len(images), model.latent_dim, seed)
-        mean, log_variance = await self._encoder.run(model.encoder, images, deadline)
+        mean, log_variance = self._encoder.run(model.encoder, images, deadline, is_active)
         latents = None if noise is None else _reparameterize(mean, log_variance, noise)
         return Encoding(mean, log_variance, latents)
 
-    async def reconstruct(
-        self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None
+    def reconstruct(
+        self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None,
+        is_active: IsActive = None,
     ) -> Reconstruction:
         """Encode then decode: the posterior mean, or with a seed a posterior draw."""
-        encoding = await self.encode(model, images, seed, deadline)
+        encoding = self.encode(model, images, seed, deadline, is_active)
         latents = encoding.mean if encoding.latents is None else encoding.latents
-        (decoded,) = await self._decoder.run(model.decoder, latents, deadline)
+        (decoded,) = self._decoder.run(model.decoder, latents, deadline, is_active)
         return Reconstruction(decoded, _binary_cross_entropy(images, decoded))
 
-    async def decode(
-        self, model: Model, latents: np.ndarray, deadline: float | None
+    def decode(
+        self, model: Model, latents: np.ndarray, deadline: float | None,
+        is_active: IsActive = None,
     ) -> np.ndarray:
         """Images for (N, latent_dim) latent points."""
-        (images,) = await self._decoder.run(model.decoder, latents, deadline)
+        (images,) = self._decoder.run(model.decoder, latents, deadline, is_active)
         return images
 
 

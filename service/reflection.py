@@ -71,7 +71,7 @@ def _register_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.Add(proto)
 
 
-def enable_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
+def enable_reflection(server: grpc.Server, service_names: Sequence[str]) -> None:
     """Offer server reflection (v1 and v1alpha) for `service_names` and for reflection itself.
 
     Must be called before `server.start()`.
@@ -79,7 +79,7 @@ def enable_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> 
     pool = descriptor_pool.Default()
     _register_v1_descriptor(pool)
     names = dict.fromkeys((*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME))
-    servicer = reflection.aio.ReflectionServicer(names, pool=_MethodResolvingPool(pool))
+    servicer = reflection.ReflectionServicer(names, pool=_MethodResolvingPool(pool))
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     # v1's messages are byte-for-byte v1alpha's on the wire, so the same servicer answers both.
     v1_handler = grpc.stream_stream_rpc_method_handler(

@@ -1,14 +1,14 @@
 """Model roll-out while serving: load the newest version, check and warm it, then swap it in.
 
 Triggered by polling the model directory every `model_poll_seconds` and by SIGHUP. Loading runs
-in a worker thread; the swap is one assignment (ModelHolder.swap), so requests see either the
+in a background thread; the swap is one assignment (ModelHolder.swap), so requests see either the
 old model or the new one, and batches already running finish on the old sessions. A version
 that fails to load is logged, counted in `vae_model_reload_total{result="failure"}`, and left
 alone until its files change; the old version keeps serving.
 """
 
-import asyncio
 import logging
+import threading
 from pathlib import Path
 
 from service.logging_setup import fields
@@ -50,17 +50,16 @@ class ModelReloader:
         self._metrics = metrics
         self._intra_op_threads = intra_op_threads
         self._warmup_rows = warmup_rows
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
         self._rejected: tuple[Path, FileSignature] | None = None
-        self._tasks: set[asyncio.Task[bool]] = set()
 
-    async def reload(self, force: bool = False) -> bool:
+    def reload(self, force: bool = False) -> bool:
         """Load and swap in the newest version if it differs from the one serving (or `force`).
 
         Returns whether a new model now serves. Never raises for a bad model, nor for a surprise
         while loading one (a bug, say): both are logged and counted, and the old model serves on.
         """
-        async with self._lock:
+        with self._lock:
             current = self._holder.current
             try:
                 version_dir = newest_version_dir(self._model_dir)
@@ -72,9 +71,7 @@ class ModelReloader:
             if not force and self._rejected == (version_dir, signature):
                 return False
             try:
-                model = await asyncio.to_thread(
-                    load_model, version_dir, self._intra_op_threads, self._warmup_rows
-                )
+                model = load_model(version_dir, self._intra_op_threads, self._warmup_rows)
             except ModelLoadError as exc:
                 return self._reject(version_dir, signature, exc, force)
             except Exception as exc:  # The poller must outlive whatever a model dir holds.
@@ -111,13 +108,16 @@ class ModelReloader:
         return False
 
     def trigger(self) -> None:
-        """Reload in the background (the SIGHUP handler)."""
-        task = asyncio.get_running_loop().create_task(self.reload(force=True))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Reload in a background thread (the SIGHUP handler); reloads queue up on the lock."""
+        threading.Thread(
+            target=self.reload, kwargs={"force": True}, name="model-reload", daemon=True
+        ).start()
 
-    async def poll(self, interval_seconds: float) -> None:
-        """Look for a new version every `interval_seconds`, until cancelled."""
-        while True:
-            await asyncio.sleep(interval_seconds)
-            await self.reload()
+    def poll_in_background(self, interval_seconds: float, stop: threading.Event) -> None:
+        """Look for a new version every `interval_seconds`, in a thread, until `stop` is set."""
+
+        def poll() -> None:
+            while not stop.wait(interval_seconds):
+                self.reload()
+
+        threading.Thread(target=poll, name="model-poll", daemon=True).start()

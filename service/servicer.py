@@ -18,7 +18,7 @@ from service.tensors import images_from_proto, latents_from_proto
 from service.wire import TensorField, serialize
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _deadline(context: grpc.ServicerContext) -> float | None:
     """The caller's deadline as a `time.monotonic()` instant, None when it set none."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -42,30 +42,33 @@ class VAEServicer:
             tensor, "images", model.image_shape, self._pipeline.max_request_rows
         )
 
-    async def Sample(
-        self, request: vae_pb2.SampleRequest, context: grpc.aio.ServicerContext
+    def Sample(
+        self, request: vae_pb2.SampleRequest, context: grpc.ServicerContext
     ) -> bytes:
         """Draw `count` digits from the prior."""
         model = self._pipeline.model
-        images, latents = await self._pipeline.sample(
+        images, latents = self._pipeline.sample(
             model,
             request.count,
             _seed(request),
             request.temperature if request.HasField("temperature") else 1.0,
             _deadline(context),
+            context.is_active,
         )
         tensors: list[TensorField] = [("images", images, (request.count, *model.image_shape))]
         if request.return_latents:
             tensors.append(("latents", latents, None))
         return serialize(vae_pb2.SampleResponse(model_version=model.version), tensors)
 
-    async def Encode(
-        self, request: vae_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+    def Encode(
+        self, request: vae_pb2.EncodeRequest, context: grpc.ServicerContext
     ) -> bytes:
         """The posterior of each image, and a seeded draw from it when asked."""
         model = self._pipeline.model
         images, _ = self._images(request.images, model)
-        encoding = await self._pipeline.encode(model, images, _seed(request), _deadline(context))
+        encoding = self._pipeline.encode(
+            model, images, _seed(request), _deadline(context), context.is_active
+        )
         tensors: list[TensorField] = [
             ("mean", encoding.mean, None), ("log_variance", encoding.log_variance, None)
         ]
@@ -73,34 +76,34 @@ class VAEServicer:
             tensors.append(("latents", encoding.latents, None))
         return serialize(vae_pb2.EncodeResponse(model_version=model.version), tensors)
 
-    async def Reconstruct(
-        self, request: vae_pb2.ReconstructRequest, context: grpc.aio.ServicerContext
+    def Reconstruct(
+        self, request: vae_pb2.ReconstructRequest, context: grpc.ServicerContext
     ) -> bytes:
         """Encode and decode each image, with its reconstruction error."""
         model = self._pipeline.model
         images, shape = self._images(request.images, model)
-        result = await self._pipeline.reconstruct(
-            model, images, _seed(request), _deadline(context)
+        result = self._pipeline.reconstruct(
+            model, images, _seed(request), _deadline(context), context.is_active
         )
         response = vae_pb2.ReconstructResponse(
             reconstruction_error=result.errors.tolist(), model_version=model.version
         )
         return serialize(response, [("images", result.images, shape)])
 
-    async def Decode(
-        self, request: vae_pb2.DecodeRequest, context: grpc.aio.ServicerContext
+    def Decode(
+        self, request: vae_pb2.DecodeRequest, context: grpc.ServicerContext
     ) -> bytes:
         """Images for latent points."""
         model = self._pipeline.model
         latents = latents_from_proto(
             request.latents, "latents", model.latent_dim, self._pipeline.max_request_rows
         )
-        images = await self._pipeline.decode(model, latents, _deadline(context))
+        images = self._pipeline.decode(model, latents, _deadline(context), context.is_active)
         response = vae_pb2.DecodeResponse(model_version=model.version)
         return serialize(response, [("images", images, (len(images), *model.image_shape))])
 
-    async def GetModelInfo(
-        self, request: vae_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    def GetModelInfo(
+        self, request: vae_pb2.GetModelInfoRequest, context: grpc.ServicerContext
     ) -> bytes:
         """Describe the model being served and the request limits."""
         model = self._pipeline.model

@@ -1,26 +1,28 @@
 """The batcher, driven directly: how batches form, split, fail, expire and overflow.
 
 The graphs here are small numpy functions with a gate, so a test can hold the worker busy while
-it queues requests and then see exactly which batches ran. (The real ONNX graphs are batched in
-test_determinism.py and the end-to-end tests.)
+it queues requests and then see exactly which batches ran. Requests come from caller threads,
+as gRPC's handler threads send them. (The real ONNX graphs are batched in test_determinism.py
+and the end-to-end tests.)
 """
 
-import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from service.batching import Batcher, BatcherStopped
-from service.errors import DeadlineExpired, QueueFull, ShuttingDown
+from service.errors import CallerGone, DeadlineExpired, QueueFull, ShuttingDown
 from service.metrics import Metrics
 
-T = TypeVar("T")
+# Stand-ins for gRPC's handler threads.
+CALLERS = ThreadPoolExecutor(64, thread_name_prefix="caller")
 
 
 class GatedGraph:
@@ -56,16 +58,19 @@ def rows(start: int, count: int) -> np.ndarray:
     return np.arange(start * 3, (start + count) * 3, dtype=np.float32).reshape(count, 3)
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(asyncio.wait_for(coroutine, timeout=30))
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
 
 
-@contextlib.asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[Batcher]:
+@contextlib.contextmanager
+def running(**settings: Any) -> Iterator[Batcher]:
     """A started batcher named "g", closed at the end.
 
     Unless a test says otherwise, the server has other calls in flight, so requests go to the
-    worker thread (a lone caller's requests run on the loop; they have their own tests).
+    worker thread (a lone caller's requests run on its own thread; they have their own tests).
     """
     settings.setdefault("requests_in_flight", lambda: 2)
     batcher = Batcher("g", **settings)
@@ -73,40 +78,50 @@ async def running(**settings: Any) -> AsyncIterator[Batcher]:
     try:
         yield batcher
     finally:
-        await batcher.close()
+        batcher.close()
 
 
-def submit(batcher: Batcher, graph: Any, *arrays: np.ndarray, **kw: Any) -> list[Any]:
-    """Tasks running each array through the batcher."""
-    return [asyncio.ensure_future(batcher.run(graph, array, **kw)) for array in arrays]
+def submit(batcher: Batcher, graph: Any, *arrays: np.ndarray, **kw: Any) -> list[Future[Any]]:
+    """Each array run through the batcher from a caller thread of its own, in this order: each
+    is queued (or done) before the next is sent."""
+    futures = []
+    for array in arrays:
+        queued_before = batcher.queued_rows
+        future = CALLERS.submit(batcher.run, graph, array, **kw)
+        wait_until(lambda f=future, n=queued_before: batcher.queued_rows > n or f.done())
+        futures.append(future)
+    return futures
 
 
-async def settle() -> None:
-    """Let tasks created so far reach their first await (their rows are queued then)."""
-    for _ in range(3):
-        await asyncio.sleep(0)
+def outcomes_of(futures: list[Future[Any]]) -> list[Any]:
+    """Each future's result, or its exception."""
+    return [f.exception(timeout=30) or f.result() for f in futures]
+
+
+def together(futures: list[Future[Any]]) -> list[Any]:
+    """Every result, once all are in."""
+    return [f.result(timeout=30) for f in futures]
 
 
 HOLDING_ROW = rows(1000, 1)
 
 
-async def behind_busy_worker(
+def behind_busy_worker(
     batcher: Batcher,
     graph: GatedGraph,
-    queued: Callable[[], list[Any]],
-    meanwhile: Callable[[], Awaitable[None]] | None = None,
+    queued: Callable[[], list[Future[Any]]],
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[Any]:
-    """Hold the worker on one row of `graph` (built with hold_first), queue the tasks that
-    `queued` creates, await `meanwhile`, then release the worker. Returns every outcome (result
+    """Hold the worker on one row of `graph` (built with hold_first), queue the requests that
+    `queued` sends, run `meanwhile`, then release the worker. Returns every outcome (result
     or exception), the holding request's first."""
-    (holding,) = submit(batcher, graph, HOLDING_ROW)
-    await asyncio.to_thread(graph.entered.wait, 10)
-    tasks = queued()
-    await settle()
+    holding = CALLERS.submit(batcher.run, graph, HOLDING_ROW)
+    assert graph.entered.wait(10)
+    futures = queued()
     if meanwhile is not None:
-        await meanwhile()
+        meanwhile()
     graph.gate.set()
-    return await asyncio.gather(holding, *tasks, return_exceptions=True)
+    return outcomes_of([holding, *futures])
 
 
 def assert_doubled(result: list[np.ndarray], inputs: np.ndarray) -> None:
@@ -116,127 +131,105 @@ def assert_doubled(result: list[np.ndarray], inputs: np.ndarray) -> None:
 
 
 def test_a_lone_request_runs_at_once_even_with_a_long_max_delay() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph()
-        async with running(max_batch_size=8, max_queue_rows=64, max_delay_ms=600_000,
-                           requests_in_flight=lambda: 1) as b:
-            for i in range(5):  # one after another: never any company
-                result = await asyncio.wait_for(b.run(graph, rows(i, 1)), 5)
-                assert_doubled(result, rows(i, 1))
-        assert graph.batch_sizes == [1] * 5
-
-    run(scenario())
+    graph = GatedGraph()
+    with running(max_batch_size=8, max_queue_rows=64, max_delay_ms=600_000,
+                 requests_in_flight=lambda: 1) as b:
+        for i in range(5):  # one after another: never any company
+            assert_doubled(b.run(graph, rows(i, 1)), rows(i, 1))
+    assert graph.batch_sizes == [1] * 5
 
 
 def test_requests_queued_while_the_worker_is_busy_form_full_batches() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        inputs = [rows(i, 1) for i in range(8)]
-        async with running(max_batch_size=4, max_queue_rows=64) as b:
+    graph = GatedGraph(hold_first=True)
+    inputs = [rows(i, 1) for i in range(8)]
+    with running(max_batch_size=4, max_queue_rows=64) as b:
 
-            async def eight_rows_wait() -> None:
-                assert b.queued_rows == 8
+        def eight_rows_wait() -> None:
+            assert b.queued_rows == 8
 
-            outcomes = await behind_busy_worker(
-                b, graph, lambda: submit(b, graph, *inputs), eight_rows_wait
-            )
-            assert b.queued_rows == 0
-        assert graph.batch_sizes == [1, 4, 4]
-        for result, array in zip(outcomes[1:], inputs, strict=True):
-            assert_doubled(result, array)
-
-    run(scenario())
+        outcomes = behind_busy_worker(b, graph, lambda: submit(b, graph, *inputs), eight_rows_wait)
+        assert b.queued_rows == 0
+    assert graph.batch_sizes == [1, 4, 4]
+    for result, array in zip(outcomes[1:], inputs, strict=True):
+        assert_doubled(result, array)
 
 
 def test_a_partial_batch_runs_when_the_worker_frees_up() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        inputs = [rows(0, 2), rows(2, 1), rows(3, 3)]
-        async with running(max_batch_size=16, max_queue_rows=64) as b:
-            outcomes = await behind_busy_worker(b, graph, lambda: submit(b, graph, *inputs))
-        assert graph.batch_sizes == [1, 6]
-        for result, array in zip(outcomes[1:], inputs, strict=True):
-            assert_doubled(result, array)
-
-    run(scenario())
+    graph = GatedGraph(hold_first=True)
+    inputs = [rows(0, 2), rows(2, 1), rows(3, 3)]
+    with running(max_batch_size=16, max_queue_rows=64) as b:
+        outcomes = behind_busy_worker(b, graph, lambda: submit(b, graph, *inputs))
+    assert graph.batch_sizes == [1, 6]
+    for result, array in zip(outcomes[1:], inputs, strict=True):
+        assert_doubled(result, array)
 
 
 def test_other_calls_in_the_server_count_as_load_but_a_lone_caller_never_waits() -> None:
-    """On one core gRPC hands the loop one call at a time, so arrivals find the worker idle even
-    at high concurrency; the calls in flight in the server show the load instead."""
+    """Requests that never meet in the batcher still show the load through the calls in
+    flight in the server."""
 
-    async def scenario(in_flight: int, then_together: int) -> list[int]:
+    def scenario(in_flight: int, then_together: int) -> list[int]:
         graph = GatedGraph()
-        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200,
-                           requests_in_flight=lambda: in_flight) as b:
+        with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200,
+                     requests_in_flight=lambda: in_flight) as b:
             started = time.monotonic()
-            for i in range(8):  # one after another, as gRPC would hand them over
-                await asyncio.wait_for(b.run(graph, rows(i, 1)), 5)
+            for i in range(8):  # one after another
+                b.run(graph, rows(i, 1))
             if in_flight == 1:
                 assert time.monotonic() - started < 0.2  # never held for max_delay
             # With company in the server, a lone arrival now waits for others to join.
-            await asyncio.gather(*[b.run(graph, rows(i, 1)) for i in range(then_together)])
+            together(submit(b, graph, *[rows(i, 1) for i in range(then_together)]))
         return graph.batch_sizes
 
-    assert run(scenario(in_flight=1, then_together=0)) == [1] * 8
-    assert run(scenario(in_flight=32, then_together=3))[-1] == 3
+    assert scenario(in_flight=1, then_together=0) == [1] * 8
+    assert scenario(in_flight=32, then_together=3)[-1] == 3
 
 
-def test_a_lone_small_request_runs_on_the_event_loop_and_anything_else_on_the_worker() -> None:
+def test_a_lone_small_request_runs_on_its_own_thread_and_anything_else_on_the_worker() -> None:
     """Alone in the server, a small request skips the thread hand-offs; a large one, or one
-    with company, still runs on the worker so the loop stays free."""
+    with company, runs on the worker."""
 
-    async def scenario(in_flight: int, count: int) -> str:
+    def scenario(in_flight: int, count: int) -> str:
         graph = GatedGraph()
-        async with running(max_batch_size=64, max_queue_rows=256,
-                           requests_in_flight=lambda: in_flight) as b:
-            assert_doubled(await b.run(graph, rows(0, count)), rows(0, count))
+        with running(max_batch_size=64, max_queue_rows=256,
+                     requests_in_flight=lambda: in_flight) as b:
+            assert_doubled(b.run(graph, rows(0, count)), rows(0, count))
         (thread,) = graph.threads
         return thread
 
-    loop_thread = threading.current_thread().name
-    assert run(scenario(in_flight=1, count=1)) == loop_thread
-    assert run(scenario(in_flight=1, count=16)) == loop_thread
-    assert run(scenario(in_flight=1, count=17)) == "batcher-g"
-    assert run(scenario(in_flight=2, count=1)) == "batcher-g"
+    caller = threading.current_thread().name
+    assert scenario(in_flight=1, count=1) == caller
+    assert scenario(in_flight=1, count=16) == caller
+    assert scenario(in_flight=1, count=17) == "batcher-g"
+    assert scenario(in_flight=2, count=1) == "batcher-g"
 
 
 def test_a_lone_request_split_across_batches_runs_every_piece_on_the_worker() -> None:
-    async def scenario() -> tuple[list[int], set[str]]:
-        graph = GatedGraph()
-        async with running(max_batch_size=2, max_queue_rows=64,
-                           requests_in_flight=lambda: 1) as b:
-            assert_doubled(await asyncio.wait_for(b.run(graph, rows(0, 5)), 5), rows(0, 5))
-        return graph.batch_sizes, set(graph.threads)
-
-    assert run(scenario()) == ([2, 2, 1], {"batcher-g"})
+    graph = GatedGraph()
+    with running(max_batch_size=2, max_queue_rows=64, requests_in_flight=lambda: 1) as b:
+        assert_doubled(b.run(graph, rows(0, 5)), rows(0, 5))
+    assert (graph.batch_sizes, set(graph.threads)) == ([2, 2, 1], {"batcher-g"})
 
 
 def test_under_load_a_partial_batch_waits_up_to_max_delay_to_fill() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph()
-        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200) as b:
-            # Many callers at once: arrivals find company, so the batcher counts as loaded.
-            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(20)]))
-            before = len(graph.batches)
-            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(6)]))
-        assert graph.batch_sizes[before:] == [6]
-
-    run(scenario())
+    graph = GatedGraph()
+    with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200) as b:
+        # Many callers: arrivals find company, so the batcher counts as loaded.
+        together(submit(b, graph, *[rows(i, 1) for i in range(20)]))
+        before = len(graph.batches)
+        together(submit(b, graph, *[rows(i, 1) for i in range(6)]))
+    assert graph.batch_sizes[before:] == [6]
 
 
 def test_under_load_a_partial_batch_closes_early_once_arrivals_pause() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph()
-        # Arrivals pausing for a quarter of max_delay (1 s) close the batch, not max_delay.
-        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=4000) as b:
-            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(20)]))
-            started = time.monotonic()
-            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(6)]))
-            assert time.monotonic() - started < 3.5
-        assert graph.batch_sizes[-1] == 6
-
-    run(scenario())
+    graph = GatedGraph()
+    # Arrivals pausing for a quarter of max_delay (1 s) close the batch, not max_delay.
+    with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=4000) as b:
+        together(submit(b, graph, *[rows(i, 1) for i in range(20)]))
+        started = time.monotonic()
+        together(submit(b, graph, *[rows(i, 1) for i in range(6)]))
+        assert time.monotonic() - started < 3.5
+    assert graph.batch_sizes[-1] == 6
 
 
 def test_a_held_batch_closes_once_its_group_of_callers_is_back() -> None:
@@ -245,93 +238,80 @@ def test_a_held_batch_closes_once_its_group_of_callers_is_back() -> None:
     other call is still in the server, or the batch is smaller than the group, it waits."""
     pause = 0.5  # a quarter of max_delay
 
-    async def scenario(in_flight_then: int, together: int) -> tuple[int, float]:
+    def scenario(in_flight_then: int, size: int) -> tuple[int, float]:
         graph = GatedGraph(hold_first=True)
         in_flight = 20
-        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
-                           requests_in_flight=lambda: in_flight) as b:
+        with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
+                     requests_in_flight=lambda: in_flight) as b:
             # 20 callers queue behind a busy worker; their batch waits out the pause (group 20).
-            await behind_busy_worker(b, graph, lambda: submit(b, graph, *[
+            behind_busy_worker(b, graph, lambda: submit(b, graph, *[
                 rows(i, 1) for i in range(20)]))
             assert graph.batch_sizes == [1, 20]
             in_flight = in_flight_then
             started = time.monotonic()
-            await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(together)]))
+            together(submit(b, graph, *[rows(i, 1) for i in range(size)]))
             elapsed = time.monotonic() - started
         return graph.batch_sizes[-1], elapsed
 
-    size, elapsed = run(scenario(in_flight_then=20, together=20))
+    size, elapsed = scenario(in_flight_then=20, size=20)
     assert size == 20 and elapsed < pause / 2
-    size, elapsed = run(scenario(in_flight_then=21, together=20))  # one call not back yet
+    size, elapsed = scenario(in_flight_then=21, size=20)  # one call not back yet
     assert size == 20 and elapsed >= pause * 0.9
-    size, elapsed = run(scenario(in_flight_then=10, together=10))  # half the group
+    size, elapsed = scenario(in_flight_then=10, size=10)  # half the group
     assert size == 10 and elapsed >= pause * 0.9
 
 
 def test_one_batch_in_eight_waits_even_when_its_group_is_back_so_a_larger_group_is_seen() -> None:
     pause = 0.5  # a quarter of max_delay
-
-    async def scenario() -> list[float]:
-        graph = GatedGraph(hold_first=True)
-        async with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
-                           requests_in_flight=lambda: 20) as b:
-            await behind_busy_worker(b, graph, lambda: submit(b, graph, *[
-                rows(i, 1) for i in range(20)]))  # batches 1 and 2; the group is 20
-            times = []
-            for _ in range(7):  # batches 3 to 9
-                started = time.monotonic()
-                await asyncio.gather(*submit(b, graph, *[rows(i, 1) for i in range(20)]))
-                times.append(time.monotonic() - started)
-        assert graph.batch_sizes == [1] + [20] * 8
-        return times
-
-    *went_at_once, waited = run(scenario())
+    graph = GatedGraph(hold_first=True)
+    with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
+                 requests_in_flight=lambda: 20) as b:
+        behind_busy_worker(b, graph, lambda: submit(b, graph, *[
+            rows(i, 1) for i in range(20)]))  # batches 1 and 2; the group is 20
+        times = []
+        for _ in range(7):  # batches 3 to 9
+            started = time.monotonic()
+            together(submit(b, graph, *[rows(i, 1) for i in range(20)]))
+            times.append(time.monotonic() - started)
+    assert graph.batch_sizes == [1] + [20] * 8
+    *went_at_once, waited = times
     assert max(went_at_once) < pause / 2
     assert waited >= pause * 0.9
 
 
 def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        inputs = [rows(0, 1), rows(1, 10), rows(11, 2)]
-        async with running(max_batch_size=4, max_queue_rows=64) as b:
-            outcomes = await behind_busy_worker(b, graph, lambda: submit(b, graph, *inputs))
-        # Rows are taken in arrival order, a large request filling the room left in batches.
-        assert graph.batch_sizes == [1, 4, 4, 4, 1]
-        np.testing.assert_array_equal(np.concatenate(graph.batches[1:]), np.concatenate(inputs))
-        for result, array in zip(outcomes[1:], inputs, strict=True):
-            assert_doubled(result, array)
-
-    run(scenario())
+    graph = GatedGraph(hold_first=True)
+    inputs = [rows(0, 1), rows(1, 10), rows(11, 2)]
+    with running(max_batch_size=4, max_queue_rows=64) as b:
+        outcomes = behind_busy_worker(b, graph, lambda: submit(b, graph, *inputs))
+    # Rows are taken in arrival order, a large request filling the room left in batches.
+    assert graph.batch_sizes == [1, 4, 4, 4, 1]
+    np.testing.assert_array_equal(np.concatenate(graph.batches[1:]), np.concatenate(inputs))
+    for result, array in zip(outcomes[1:], inputs, strict=True):
+        assert_doubled(result, array)
 
 
 def test_an_error_in_a_batch_reaches_every_request_in_it_and_the_next_batch_runs() -> None:
-    async def scenario() -> None:
-        poison = float(rows(2, 1)[0, 0])
-        graph = GatedGraph(hold_first=True, fail_when=lambda x: bool((x == poison).any()))
-        inputs = [rows(i, 1) for i in range(6)]
-        async with running(max_batch_size=3, max_queue_rows=64) as b:
-            outcomes = await behind_busy_worker(b, graph, lambda: submit(b, graph, *inputs))
-        assert graph.batch_sizes == [1, 3, 3]
-        assert [type(o).__name__ for o in outcomes[1:4]] == ["ValueError"] * 3
-        for result, array in zip(outcomes[4:], inputs[3:], strict=True):
-            assert_doubled(result, array)
-
-    run(scenario())
+    poison = float(rows(2, 1)[0, 0])
+    graph = GatedGraph(hold_first=True, fail_when=lambda x: bool((x == poison).any()))
+    inputs = [rows(i, 1) for i in range(6)]
+    with running(max_batch_size=3, max_queue_rows=64) as b:
+        outcomes = behind_busy_worker(b, graph, lambda: submit(b, graph, *inputs))
+    assert graph.batch_sizes == [1, 3, 3]
+    assert [type(o).__name__ for o in outcomes[1:4]] == ["ValueError"] * 3
+    for result, array in zip(outcomes[4:], inputs[3:], strict=True):
+        assert_doubled(result, array)
 
 
 def test_a_failed_piece_of_a_split_request_fails_it_once_and_skips_its_other_pieces() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True, fail_when=lambda x: len(x) == 4 and x[0, 0] == 3)
-        large, after = rows(1, 10), rows(11, 1)
-        async with running(max_batch_size=4, max_queue_rows=64) as b:
-            outcomes = await behind_busy_worker(b, graph, lambda: submit(b, graph, large, after))
-        assert isinstance(outcomes[1], ValueError)
-        assert_doubled(outcomes[2], after)
-        # The large request's first piece failed: its other rows never ran.
-        assert graph.batch_sizes == [1, 4, 1]
-
-    run(scenario())
+    graph = GatedGraph(hold_first=True, fail_when=lambda x: len(x) == 4 and x[0, 0] == 3)
+    large, after = rows(1, 10), rows(11, 1)
+    with running(max_batch_size=4, max_queue_rows=64) as b:
+        outcomes = behind_busy_worker(b, graph, lambda: submit(b, graph, large, after))
+    assert isinstance(outcomes[1], ValueError)
+    assert_doubled(outcomes[2], after)
+    # The large request's first piece failed: its other rows never ran.
+    assert graph.batch_sizes == [1, 4, 1]
 
 
 class BrokenGraph:
@@ -342,136 +322,121 @@ class BrokenGraph:
 
 
 def test_when_the_worker_dies_every_waiting_request_gets_the_error() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        async with running(max_batch_size=2, max_queue_rows=64) as b:
-            outcomes = await behind_busy_worker(b, graph, lambda: [
-                *submit(b, BrokenGraph(), rows(0, 1), rows(1, 1)), *submit(b, graph, rows(2, 1))
-            ])
-            with pytest.raises(BatcherStopped):
-                await b.run(graph, rows(3, 1))
-        assert_doubled(outcomes[0], HOLDING_ROW)
-        assert all(isinstance(o, TypeError) for o in outcomes[1:])
-
-    run(scenario())
+    graph = GatedGraph(hold_first=True)
+    with running(max_batch_size=2, max_queue_rows=64) as b:
+        outcomes = behind_busy_worker(b, graph, lambda: [
+            *submit(b, BrokenGraph(), rows(0, 1), rows(1, 1)), *submit(b, graph, rows(2, 1))
+        ])
+        with pytest.raises(BatcherStopped):
+            b.run(graph, rows(3, 1))
+    assert_doubled(outcomes[0], HOLDING_ROW)
+    assert all(isinstance(o, TypeError) for o in outcomes[1:])
 
 
 def test_a_request_whose_deadline_passed_in_the_queue_is_dropped_unrun() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        expired, alive = rows(0, 1), rows(1, 1)
-        async with running(max_batch_size=8, max_queue_rows=64) as b:
-            outcomes = await behind_busy_worker(
-                b, graph,
-                lambda: [*submit(b, graph, expired, deadline=time.monotonic() + 0.05),
-                         *submit(b, graph, alive, deadline=time.monotonic() + 60)],
-                lambda: asyncio.sleep(0.1),
-            )
-        assert isinstance(outcomes[1], DeadlineExpired)
-        assert "not run" in str(outcomes[1])
-        assert_doubled(outcomes[2], alive)
-        assert not any((batch == expired[0]).all(axis=1).any() for batch in graph.batches)
+    graph = GatedGraph(hold_first=True)
+    expired, alive = rows(0, 1), rows(1, 1)
+    with running(max_batch_size=8, max_queue_rows=64) as b:
+        outcomes = behind_busy_worker(
+            b, graph,
+            lambda: [*submit(b, graph, expired, deadline=time.monotonic() + 0.05),
+                     *submit(b, graph, alive, deadline=time.monotonic() + 60)],
+            lambda: time.sleep(0.1),
+        )
+    assert isinstance(outcomes[1], DeadlineExpired)
+    assert "not run" in str(outcomes[1])
+    assert_doubled(outcomes[2], alive)
+    assert not any((batch == expired[0]).all(axis=1).any() for batch in graph.batches)
 
-    run(scenario())
+
+def test_a_request_whose_deadline_passes_while_it_runs_returns_at_its_deadline() -> None:
+    graph = GatedGraph(hold_first=True)
+    with running(max_batch_size=8, max_queue_rows=64) as b:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExpired, match="while the request ran"):
+            b.run(graph, rows(0, 1), deadline=started + 0.2)
+        assert time.monotonic() - started < 5
+        graph.gate.set()
+        assert_doubled(b.run(graph, rows(1, 1)), rows(1, 1))  # the worker carries on
 
 
 def test_a_lone_request_whose_deadline_already_passed_is_not_run() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph()
-        async with running(max_batch_size=8, max_queue_rows=64,
-                           requests_in_flight=lambda: 1) as b:
-            with pytest.raises(DeadlineExpired, match="not run"):
-                await b.run(graph, rows(0, 1), deadline=time.monotonic() - 0.001)
-            assert_doubled(await b.run(graph, rows(1, 1), deadline=time.monotonic() + 60),
-                           rows(1, 1))
-        assert graph.batch_sizes == [1]
-
-    run(scenario())
+    graph = GatedGraph()
+    with running(max_batch_size=8, max_queue_rows=64, requests_in_flight=lambda: 1) as b:
+        with pytest.raises(DeadlineExpired, match="not run"):
+            b.run(graph, rows(0, 1), deadline=time.monotonic() - 0.001)
+        assert_doubled(b.run(graph, rows(1, 1), deadline=time.monotonic() + 60), rows(1, 1))
+    assert graph.batch_sizes == [1]
 
 
-def test_a_cancelled_request_is_not_run() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        async with running(max_batch_size=8, max_queue_rows=64) as b:
-            tasks: list[Any] = []
-
-            def queue_two() -> list[Any]:
-                tasks.extend(submit(b, graph, rows(0, 1), rows(1, 1)))
-                return tasks
-
-            async def cancel_first() -> None:
-                tasks[0].cancel()
-
-            outcomes = await behind_busy_worker(b, graph, queue_two, cancel_first)
-        assert isinstance(outcomes[1], asyncio.CancelledError)
-        assert_doubled(outcomes[2], rows(1, 1))
-        assert graph.batch_sizes == [1, 1]
-
-    run(scenario())
+def test_a_request_whose_caller_left_is_not_run() -> None:
+    graph = GatedGraph(hold_first=True)
+    caller_waits = threading.Event()
+    caller_waits.set()
+    with running(max_batch_size=8, max_queue_rows=64) as b:
+        outcomes = behind_busy_worker(
+            b, graph,
+            lambda: [*submit(b, graph, rows(0, 1), is_active=caller_waits.is_set),
+                     *submit(b, graph, rows(1, 1), is_active=lambda: True)],
+            caller_waits.clear,
+        )
+    assert isinstance(outcomes[1], CallerGone)
+    assert_doubled(outcomes[2], rows(1, 1))
+    assert graph.batch_sizes == [1, 1]
 
 
 def test_a_full_queue_refuses_at_once_counting_rows_not_requests() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        async with running(max_batch_size=8, max_queue_rows=4) as b:
-            tasks: list[Any] = []
+    graph = GatedGraph(hold_first=True)
+    with running(max_batch_size=8, max_queue_rows=4) as b:
+        late: list[Future[Any]] = []
 
-            async def overflow() -> None:
-                with pytest.raises(QueueFull, match="3 of 4 rows"):
-                    await b.run(graph, rows(3, 2))
-                tasks.extend(submit(b, graph, rows(5, 1)))  # one more row still fits
-                await settle()
-                assert b.queued_rows == 4
+        def overflow() -> None:
+            with pytest.raises(QueueFull, match="3 of 4 rows"):
+                b.run(graph, rows(3, 2))
+            late.extend(submit(b, graph, rows(5, 1)))  # one more row still fits
+            assert b.queued_rows == 4
 
-            outcomes = await behind_busy_worker(
-                b, graph, lambda: submit(b, graph, rows(0, 3)), overflow
-            )
-            assert_doubled(await tasks[0], rows(5, 1))
-        assert_doubled(outcomes[1], rows(0, 3))
-
-    run(scenario())
+        outcomes = behind_busy_worker(b, graph, lambda: submit(b, graph, rows(0, 3)), overflow)
+        assert_doubled(late[0].result(timeout=30), rows(5, 1))
+    assert_doubled(outcomes[1], rows(0, 3))
 
 
 def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        batcher = Batcher("g", max_batch_size=8, max_queue_rows=64, requests_in_flight=lambda: 2)
-        batcher.start()
-        closing: list[Any] = []
+    graph = GatedGraph(hold_first=True)
+    batcher = Batcher("g", max_batch_size=8, max_queue_rows=64, requests_in_flight=lambda: 2)
+    batcher.start()
+    queued: list[Future[Any]] = []
+    closing: list[Future[None]] = []
 
-        async def close_meanwhile() -> None:
-            closing.append(asyncio.ensure_future(batcher.close()))
-            await settle()
+    def queue_one() -> list[Future[Any]]:
+        queued.extend(submit(batcher, graph, rows(0, 1)))
+        return queued
 
-        outcomes = await behind_busy_worker(
-            batcher, graph, lambda: submit(batcher, graph, rows(0, 1)), close_meanwhile
-        )
-        await closing[0]
-        assert_doubled(outcomes[0], HOLDING_ROW)  # the running batch finished
-        assert isinstance(outcomes[1], ShuttingDown)
-        with pytest.raises(ShuttingDown):
-            await batcher.run(graph, rows(1, 1))
+    def close_meanwhile() -> None:
+        closing.append(CALLERS.submit(batcher.close))
+        wait_until(queued[0].done)  # failed at once; the close waits for the running batch
 
-    run(scenario())
+    outcomes = behind_busy_worker(batcher, graph, queue_one, close_meanwhile)
+    closing[0].result(timeout=30)
+    assert_doubled(outcomes[0], HOLDING_ROW)  # the running batch finished
+    assert isinstance(outcomes[1], ShuttingDown)
+    with pytest.raises(ShuttingDown):
+        batcher.run(graph, rows(1, 1))
 
 
 def test_batch_metrics_count_rows_per_run() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    graph = GatedGraph(hold_first=True)
+    settings = {"metrics": lambda b: metrics.graph(b.name, lambda: b.queued_rows)}
+    with running(max_batch_size=8, max_queue_rows=64, **settings) as b:
 
-    async def scenario() -> None:
-        graph = GatedGraph(hold_first=True)
-        settings = {"metrics": lambda b: metrics.graph(b.name, lambda: b.queued_rows)}
-        async with running(max_batch_size=8, max_queue_rows=64, **settings) as b:
+        def five_rows_wait() -> None:
+            assert registry.get_sample_value("vae_queue_depth", {"graph": "g"}) == 5
 
-            async def five_rows_wait() -> None:
-                assert registry.get_sample_value("vae_queue_depth", {"graph": "g"}) == 5
-
-            await behind_busy_worker(
-                b, graph, lambda: submit(b, graph, rows(0, 2), rows(2, 3)), five_rows_wait
-            )
-
-    run(scenario())
+        behind_busy_worker(
+            b, graph, lambda: submit(b, graph, rows(0, 2), rows(2, 3)), five_rows_wait
+        )
     sample = registry.get_sample_value
     assert sample("vae_batch_size_count", {"graph": "g"}) == 2
     assert sample("vae_batch_size_sum", {"graph": "g"}) == 6
