@@ -1,10 +1,11 @@
 """`make bench`: the service against gRPC's floor and onnxruntime's compute limit, in one run.
 
-1. the floor: bench.floor_server, a bare grpc.aio server returning pre-built responses;
+1. the floor: bench.floor_server, a bare grpc.aio server returning pre-built responses (the
+   targets' reference), and the same on grpcio's thread-pool server, the kind the service runs on;
 2. the compute limit: onnxruntime in this process on the same graphs;
 3. the service with batching on, and with VAE_MAX_BATCH_SIZE=1 (batching off);
-4. the floor plus onnxruntime: the floor server running each call's graph in its handler, the
-   reference for how close the service comes to zero overhead of its own.
+4. the floor plus onnxruntime: the thread-pool floor running each call's graph in its handler,
+   the reference for how close the service comes to zero overhead of its own.
 
 Servers run pinned to --server-cpus and the load generator to --client-cpus, so the client never
 takes the server's core and each comparison is between equals. Everything is measured in
@@ -30,11 +31,11 @@ from typing import Any
 
 from bench import compute
 from bench.ghz import ghz_available, run_ghz
-from bench.results import combine_rounds, plot, print_table
+from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, combine_rounds, plot, print_table
 from bench.scenarios import REPO_ROOT, SCENARIOS, Scenario
 from bench.servers import ResourceWatch, RunningServer, start_server
 from loadtest.generator import run
-from service.config import set_grpc_environment
+from service.config import Config, set_grpc_environment
 
 MODEL_DIR = REPO_ROOT / "models" / "vae-mnist"
 RESULTS_PATH = REPO_ROOT / "bench" / "results.json"
@@ -104,12 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                       key=lambda p: int(p.name))
 
     threads = {"VAE_INTRA_OP_THREADS": str(args.intra_op_threads)}
+    # The thread-pool floors get as many handler threads as the service has by default.
+    thread_pool = {"BENCH_FLOOR_THREADS": str(Config().handler_threads)}
     servers: tuple[tuple[str, str, dict[str, str]], ...] = (
-        ("floor", "bench.floor_server", {}),
+        (FLOOR, "bench.floor_server", {}),
+        (THREAD_POOL_FLOOR, "bench.floor_server", thread_pool),
         ("batching on", "service", threads),
         ("batching off", "service", {**threads, "VAE_MAX_BATCH_SIZE": "1"}),
-        ("floor + onnxruntime", "bench.floor_server",
-         {**threads, "BENCH_FLOOR_MODEL_DIR": str(version_dir)}),
+        (REFERENCE, "bench.floor_server",
+         {**threads, **thread_pool, "BENCH_FLOOR_MODEL_DIR": str(version_dir)}),
     )
     rounds = []
     with contextlib.ExitStack() as stack:

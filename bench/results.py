@@ -11,7 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-# The floor server running each call's graph in its handler (bench.floor_server).
+# The floor (bench.floor_server): grpc.aio's, which the targets are set against, and grpcio's
+# thread-pool server, the kind the service runs on.
+FLOOR = "floor"
+THREAD_POOL_FLOOR = "floor, thread pool"
+# The thread-pool floor running each call's graph in its handler.
 REFERENCE = "floor + onnxruntime"
 
 
@@ -26,6 +30,10 @@ def check_targets(results: dict) -> list[dict]:
     also gets its ceiling, measured in the same round: the ratio reached by the floor server
     running the graph in its handler, a service with no overhead of its own on the same core.
     A goal beyond its ceiling cannot be met by tuning the service.
+
+    The service does not run on grpc.aio, the floor the issue names, but on grpcio's
+    thread-pool server: the first two targets are also given against that floor, with the same
+    goals, as a stricter reading.
     """
     limits = results["compute_limit_rows_per_s"]["decoder"]
 
@@ -36,22 +44,30 @@ def check_targets(results: dict) -> list[dict]:
                 "met": meets(value, goal, at_least), "ceiling": ceiling}
 
     c32, c1, big = "Sample count 1, c=32", "Sample count 1, c=1", "Sample count 1024, c=4"
-    floor_c1 = find(results, "floor", c1)
-    c1_ceiling = find(results, REFERENCE, c1)["p50_s"] / floor_c1["p50_s"]
+    reference_c1 = find(results, REFERENCE, c1)["p50_s"]
     big_ceiling = find(results, REFERENCE, big)["samples_per_s"] / limits[1024]
+
+    def against(floor: str, label: str) -> list[dict]:
+        floor_c1 = find(results, floor, c1)["p50_s"]
+        return [
+            ratio(f"Sample 1 @ c=32 requests/s vs {label}",
+                  find(results, "batching on", c32)["rps"], find(results, floor, c32)["rps"],
+                  0.85, True),
+            ratio(f"Sample 1 @ c=32 p99 vs {label}", find(results, "batching on", c32)["p99_s"],
+                  find(results, floor, c32)["p99_s"], 1.5, False),
+            ratio(f"Sample 1 @ c=1 p50 vs {label}", find(results, "batching on", c1)["p50_s"],
+                  floor_c1, 1.10, False, reference_c1 / floor_c1),
+        ]
+
     return [
-        ratio("Sample 1 @ c=32 requests/s vs floor", find(results, "batching on", c32)["rps"],
-              find(results, "floor", c32)["rps"], 0.85, True),
-        ratio("Sample 1 @ c=32 p99 vs floor", find(results, "batching on", c32)["p99_s"],
-              find(results, "floor", c32)["p99_s"], 1.5, False),
-        ratio("Sample 1 @ c=1 p50 vs floor", find(results, "batching on", c1)["p50_s"],
-              floor_c1["p50_s"], 1.10, False, c1_ceiling),
+        *against(FLOOR, "floor"),
         ratio("Sample 1024 @ c=4 samples/s vs onnxruntime batch 1024",
               find(results, "batching on", big)["samples_per_s"],
               limits[1024], 0.80, True, big_ceiling),
         ratio("Sample 1 @ c=32 batching on vs off (requests/s)",
               find(results, "batching on", c32)["rps"],
               find(results, "batching off", c32)["rps"], 1.3, True),
+        *against(THREAD_POOL_FLOOR, "thread-pool floor"),
     ]
 
 
@@ -138,7 +154,7 @@ def plot(results: dict, path: Path) -> None:
     """Sample count 1 per server: throughput and p99 latency against concurrency (closed loop),
     and p99 latency against the arrival rate (open loop)."""
     figure, (throughput, latency, open_loop) = plt.subplots(1, 3, figsize=(15, 4), dpi=110)
-    for server in ("floor", "batching on", "batching off", REFERENCE):
+    for server in (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE):
         rows = [r for r in results["rows"]
                 if r["server"] == server and r["method"] == "Sample" and r["rows"] == 1]
         closed = [r for r in rows if not r.get("offered_rps")]

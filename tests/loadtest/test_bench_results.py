@@ -2,9 +2,9 @@
 
 import pytest
 
-from bench.results import REFERENCE, combine_rounds
+from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, combine_rounds
 
-SERVERS = ("floor", "batching on", "batching off", REFERENCE)
+SERVERS = (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE)
 SCENARIOS = (("Sample count 1, c=1", 1), ("Sample count 1, c=32", 1),
              ("Sample count 1024, c=4", 1024))
 
@@ -26,8 +26,9 @@ def a_round(rps: dict[str, float], p50: dict[str, float], limit_1024: float) -> 
     return {"compute_limit_rows_per_s": limits, "rows": rows}
 
 
-def figures(floor: float, on: float, off: float, reference: float) -> dict[str, float]:
-    return dict(zip(SERVERS, (floor, on, off, reference), strict=True))
+def figures(floor: float, thread_pool: float, on: float, off: float,
+            reference: float) -> dict[str, float]:
+    return dict(zip(SERVERS, (floor, thread_pool, on, off, reference), strict=True))
 
 
 def target(combined: dict, name: str) -> dict:
@@ -37,9 +38,12 @@ def target(combined: dict, name: str) -> dict:
 def test_each_ratio_is_taken_within_its_round_and_the_median_is_reported():
     # The machine slows down in round 2: every figure doubles, every ratio stays the same.
     rounds = [
-        a_round(figures(1000, 900, 500, 800), figures(1.0, 1.2, 1.2, 1.1), 1000 * 1024 / 0.9),
-        a_round(figures(500, 450, 250, 400), figures(2.0, 2.4, 2.4, 2.2), 500 * 1024 / 0.9),
-        a_round(figures(1000, 990, 500, 800), figures(1.0, 1.05, 1.2, 1.1), 1000 * 1024 / 0.9),
+        a_round(figures(1000, 1800, 900, 500, 800), figures(1.0, 0.8, 1.2, 1.2, 1.1),
+                1000 * 1024 / 0.9),
+        a_round(figures(500, 900, 450, 250, 400), figures(2.0, 1.6, 2.4, 2.4, 2.2),
+                500 * 1024 / 0.9),
+        a_round(figures(1000, 1800, 990, 500, 800), figures(1.0, 0.8, 1.05, 1.2, 1.1),
+                1000 * 1024 / 0.9),
     ]
     combined = combine_rounds(rounds)
 
@@ -60,9 +64,16 @@ def test_each_ratio_is_taken_within_its_round_and_the_median_is_reported():
     assert big["met"]
     assert big["ceiling"] == pytest.approx(0.72)
 
+    # The same goals against the thread-pool floor, the kind of server the service runs on.
+    c32_threads = target(combined, "Sample 1 @ c=32 requests/s vs thread-pool floor")
+    assert c32_threads["ratio"] == pytest.approx(0.5) and not c32_threads["met"]
+    c1_threads = target(combined, "Sample 1 @ c=1 p50 vs thread-pool floor")
+    assert c1_threads["ratio"] == pytest.approx(1.5)
+    assert c1_threads["ceiling"] == pytest.approx(1.375)
+
 
 def test_rows_sum_counts_and_times_and_take_the_median_rate_and_the_highest_rss():
-    rounds = [a_round(figures(f, f, f, f), figures(1 / f, 1 / f, 1 / f, 1 / f), 1000.0)
+    rounds = [a_round(figures(f, f, f, f, f), figures(*[1 / f] * 5), 1000.0)
               for f in (100.0, 300.0, 200.0)]
     combined = combine_rounds(rounds)
 
