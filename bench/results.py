@@ -176,7 +176,12 @@ def plot(results: dict, path: Path) -> None:
         for axis in (axes.xaxis, axes.yaxis):
             if axis.get_scale() == "log":  # ticks read 2, 5, 10, not 2×10⁰
                 axis.set_major_formatter(FuncFormatter(_plain_number))
-                axis.set_minor_formatter(FuncFormatter(_two_and_five))
+                # Within one decade, every minor tick is labelled: 2 and 5 alone may be one tick.
+                low, high = axis.get_view_interval()
+                within_a_decade = high / low < 10
+                axis.set_minor_formatter(
+                    FuncFormatter(_plain_number if within_a_decade else _two_and_five)
+                )
     figure.suptitle(f"{results['machine']['cpu']}, {results['date']}", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
