@@ -58,6 +58,10 @@ class Runnable(Protocol):
         ...
 
 
+# Whether the caller still waits for the answer; None: always.
+IsActive = Callable[[], bool] | None
+
+
 class BatcherStopped(RuntimeError):
     """The batcher's worker died on an unexpected error; requests get that error."""
 
@@ -77,7 +81,7 @@ class _Job:
         graph: Runnable,
         inputs: np.ndarray,
         deadline: float | None,
-        is_active: Callable[[], bool] | None,
+        is_active: IsActive,
     ) -> None:
         self.graph = graph
         self.inputs = inputs
@@ -161,7 +165,7 @@ class Batcher:
         graph: Runnable,
         inputs: np.ndarray,
         deadline: float | None = None,
-        is_active: Callable[[], bool] | None = None,
+        is_active: IsActive = None,
     ) -> list[np.ndarray]:
         """Run `graph` on `inputs` (rows on axis 0) within some batch; its outputs' rows.
 

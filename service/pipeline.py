@@ -7,12 +7,11 @@ to the graph's batcher with the caller's deadline and a way to tell whether it s
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.batching import Batcher
+from service.batching import Batcher, IsActive
 from service.errors import InvalidArgument
 from service.model import Model, ModelHolder
 from service.noise import NoiseSource
@@ -23,8 +22,6 @@ from service.tensors import check_rows
 MAX_TEMPERATURE = 100.0
 # Pixel probabilities are clipped this far from 0 and 1 before taking logs.
 _BCE_EPSILON = 1e-7
-# Whether the caller still waits for the answer; None: always.
-IsActive = Callable[[], bool] | None
 
 
 @dataclass(frozen=True)
