@@ -216,10 +216,7 @@ class Batcher:
             if self._closed:
                 return
             self._closed = True
-            for job in self._pending:
-                _settle(job.future, None, ShuttingDown("the server is shutting down"))
-            self._pending.clear()
-            self._pending_rows = 0
+            self._fail_queued(ShuttingDown("the server is shutting down"))
             self._arrivals.notify_all()
         if self._thread is not None:
             self._thread.join()
@@ -398,10 +395,14 @@ class Batcher:
             self._failure = exc
             for job, _, _ in pieces:
                 _settle(job.future, None, exc)
-            for job in self._pending:
-                _settle(job.future, None, exc)
-            self._pending.clear()
-            self._pending_rows = 0
+            self._fail_queued(exc)
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        """Give every queued request `exc` and empty the queue; the caller holds the lock."""
+        for job in self._pending:
+            _settle(job.future, None, exc)
+        self._pending.clear()
+        self._pending_rows = 0
 
     def _observe(self, pieces: list[_Piece], started: float, rows: int) -> None:
         self._observe_batch(
