@@ -50,7 +50,7 @@ class InFlightRequests:
         """One admitted request is finished, its response sent."""
         with self._changed:
             self.count -= 1
-            if self.count == 0:
+            if self.draining and self.count == 0:
                 self._changed.notify_all()
 
     def drain(self, timeout_seconds: float) -> bool:
