@@ -46,6 +46,7 @@ def test_each_file_is_a_complete_ghz_config(path: Path) -> None:
     # A duration's end (the file's or -z's) lets the calls in flight finish, not fail.
     assert raw["duration-stop"] == "wait"
     settings = read_ghz_config(path)
+    assert settings["duration_stop"] == "wait"
     method = SERVICE.methods_by_name[settings["call"].rsplit(".", 1)[1]]
     requests = serialize_requests(method, settings["data"])
     assert len(requests) == len(settings["data"])
