@@ -20,6 +20,7 @@ def run_ghz(scenario: Scenario, target: str, duration_s: float, client_cpus: str
         "proto": str(PROTO), "import-paths": [str(PROTO.parents[2])],
         "call": f"vae.v1.VAEService.{scenario.method}", "host": target, "insecure": True,
         "concurrency": scenario.concurrency, "duration": f"{duration_s}s", "timeout": "30s",
+        "duration-stop": "wait",  # as our generator's runs: the calls in flight at the end count
         "data": scenario.data(), "format": "json",
     }
     if scenario.open_loop:

@@ -44,7 +44,9 @@ class Scenario:
             call=f"vae.v1.VAEService.{self.method}", host=target, data=(self.data(),),
             proto=str(PROTO), import_paths=(str(PROTO.parents[2]),), insecure=True,
             concurrency=self.concurrency, connections=min(self.concurrency, procs),
-            duration_s=duration_s, timeout_s=30.0, procs=min(procs, self.concurrency),
+            # "wait": the calls in flight at the end count, rather than as cut errors.
+            duration_s=duration_s, duration_stop="wait", timeout_s=30.0,
+            procs=min(procs, self.concurrency),
             rps=self.rps, name=self.name,
         )
 

@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     ghz.add_argument("-c", "--concurrency", type=int, help="workers / calls in flight (50)")
     ghz.add_argument("-n", "--total", type=int, help="calls to make (200)")
     ghz.add_argument("-z", "--duration", help="run for this long instead, e.g. 30s")
+    ghz.add_argument(
+        "--duration-stop",
+        help="when -z is up, the calls in flight are: close = cut and counted as Unavailable "
+        "(the default), wait = let finish, ignore = cut and left out",
+    )
     ghz.add_argument("-t", "--timeout", help="deadline of each call (20s; 0: none)")
     ghz.add_argument("--connect-timeout", help="to connect (10s)")
     ghz.add_argument("-r", "--rps", type=float, help="arrivals per second: open loop, see below")
@@ -77,6 +82,7 @@ def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     ghz_keys.update(
         {
             "connect-timeout": args.connect_timeout,
+            "duration-stop": args.duration_stop,
             "connections": args.connections,
             "insecure": args.insecure,
             "cacert": args.cacert,

@@ -11,12 +11,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 DEFAULT_CONCURRENCY = 50
 DEFAULT_TOTAL = 200
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+# What a timed run does with the calls in flight when its duration is up (ghz's --duration-stop):
+# cut them and count them as failed, let them finish and count them, or cut them and leave them
+# out of the report. ghz's default is "close".
+DurationStop = Literal["close", "wait", "ignore"]
+DURATION_STOPS: tuple[DurationStop, ...] = get_args(DurationStop)
 
 
 class ConfigError(ValueError):
@@ -35,6 +41,7 @@ class RunConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     total: int = DEFAULT_TOTAL
     duration_s: float = 0.0  # when set, `total` is ignored, as in ghz
+    duration_stop: DurationStop = "close"  # only read when duration_s is set
     timeout_s: float = DEFAULT_TIMEOUT_S  # per call; 0 is no deadline
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     connections: int = 1
@@ -62,6 +69,11 @@ class RunConfig:
             raise ConfigError("give a total of at least 1 request or a duration")
         if min(self.duration_s, self.timeout_s, self.rps, self.connect_timeout_s) < 0:
             raise ConfigError("durations and rates cannot be negative")
+        if self.duration_stop not in DURATION_STOPS:
+            raise ConfigError(
+                f"duration-stop must be one of {', '.join(DURATION_STOPS)}, "
+                f"not {self.duration_stop!r}"
+            )
         if bool(self.cert) != bool(self.key):
             raise ConfigError("--cert and --key go together")
 
@@ -110,7 +122,7 @@ def read_data_file(path: str) -> tuple[Mapping[str, Any], ...]:
 
 # ghz keys that only change how ghz prints or names things: accepted and not acted on.
 _IGNORED_KEYS = {"format", "output", "cpus", "debug", "keepalive", "skipTLS", "authority"}
-_IGNORED_KEYS |= {"enable-compression", "reflect-metadata", "duration-stop", "skipFirst"}
+_IGNORED_KEYS |= {"enable-compression", "reflect-metadata", "skipFirst"}
 # ghz keys that are accepted only at the value that means "off" or "constant".
 _DEFAULT_ONLY = {
     "load-schedule": "const",
@@ -141,6 +153,8 @@ def settings_from_ghz(raw: Mapping[str, Any]) -> dict[str, Any]:
             settings[key] = float(value)
         elif key in ("duration", "timeout", "connect-timeout"):
             settings[key.replace("-", "_") + "_s"] = parse_duration_s(value)
+        elif key == "duration-stop":
+            settings["duration_stop"] = str(value).lower()  # ghz takes any case
         elif key == "import-paths":
             settings["import_paths"] = tuple(value)
         elif key == "data":

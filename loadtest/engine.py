@@ -7,6 +7,10 @@ Closed loop (ghz's model): `concurrency` workers, each sending its next request 
 one is answered. Open loop (with `rps`): arrival j is due at start + j/rps whatever the server
 does, and its latency runs from that intended time, so a stalled server shows as a long tail
 instead of as fewer, fast samples (coordinated omission).
+
+A timed run ends as ghz's --duration-stop says: "wait" sends nothing new and lets the calls in
+flight finish; "close" cuts them and counts each as failed, as ghz does when it closes its
+connections under them; "ignore" cuts them and leaves them out of the report.
 """
 
 import asyncio
@@ -19,6 +23,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
+from loadtest.config import DurationStop
 
 # Large responses (Sample count 4096 is ~12.8 MB) must not hit gRPC's 4 MB default; each
 # channel is its own connection, as ghz's --connections means.
@@ -86,6 +92,7 @@ class Share:
     connections: int
     total: int  # calls (closed loop) or arrivals (open loop) of the whole run; 0: by duration
     duration_s: float
+    duration_stop: DurationStop  # what happens to the calls in flight when duration_s is up
     timeout_s: float
     connect_timeout_s: float
     rps: float  # of the whole run; this process takes every `stride`-th arrival
@@ -148,6 +155,13 @@ GO_CODE_NAMES = {
 GO_CODE_NAMES[grpc.StatusCode.CANCELLED.value[0]] = "Canceled"
 GO_CODE_NAMES[grpc.StatusCode.OK.value[0]] = "OK"
 
+# What ghz reports for a call whose connection it closed at the end of a timed run: gRPC-Go's
+# read error, less the socket addresses ("read tcp A->B: ") that would split it per connection.
+CUT_AT_DURATION_END = (
+    "rpc error: code = Unavailable desc = error reading from server: "
+    "use of closed network connection"
+)
+
 
 class _Recorder:
     def __init__(self) -> None:
@@ -185,29 +199,56 @@ async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns
     payloads = share.payloads
     recorder = _Recorder()
     ok = grpc.StatusCode.OK.value[0]
+    unavailable = grpc.StatusCode.UNAVAILABLE.value[0]
+    end_ns = start_ns + int(share.duration_s * 1e9) if share.duration_s else 0
+    cut_at_end = bool(end_ns) and share.duration_stop != "wait"
+    in_flight: set[grpc.aio.UnaryUnaryCall] = set()
+    cut: set[grpc.aio.UnaryUnaryCall] = set()
 
     async def call(number: int, start: int) -> None:
+        if cut_at_end and time.monotonic_ns() >= end_ns:
+            return  # an open-loop arrival that got its turn too late: the run is over
+        rpc = calls[number % len(calls)](
+            payloads[number % len(payloads)], timeout=timeout, metadata=metadata
+        )
+        in_flight.add(rpc)
         try:
-            await calls[number % len(calls)](
-                payloads[number % len(payloads)], timeout=timeout, metadata=metadata
-            )
+            await rpc
         except grpc.aio.AioRpcError as error:
             code = error.code()
             text = f"rpc error: code = {GO_CODE_NAMES[code.value[0]]} desc = {error.details()}"
             recorder.add(start, time.monotonic_ns(), code.value[0], text)
+        except asyncio.CancelledError:
+            # A locally cancelled call raises this in its caller; only ours is expected.
+            if rpc not in cut:
+                raise
+            if share.duration_stop == "close":
+                recorder.add(start, time.monotonic_ns(), unavailable, CUT_AT_DURATION_END)
         else:
             recorder.add(start, time.monotonic_ns(), ok, "")
+        finally:
+            in_flight.discard(rpc)
+
+    async def cut_when_time_is_up() -> None:
+        await _sleep_until(end_ns)
+        for rpc in list(in_flight):
+            if rpc.cancel():  # False when it has just ended: it then counts as it ended
+                cut.add(rpc)
 
     await _sleep_until(start_ns)
-    if share.rps:
-        await _open_loop(share, start_ns, call)
-    else:
-        await _closed_loop(share, start_ns, call)
+    cutter = asyncio.create_task(cut_when_time_is_up()) if cut_at_end else None
+    try:
+        if share.rps:
+            await _open_loop(share, start_ns, call)
+        else:
+            await _closed_loop(share, end_ns, call)
+    finally:
+        if cutter:
+            cutter.cancel()
     return recorder.samples()
 
 
-async def _closed_loop(share: Share, start_ns: int, call: _Call) -> None:
-    end_ns = start_ns + int(share.duration_s * 1e9) if share.duration_s else 0
+async def _closed_loop(share: Share, end_ns: int, call: _Call) -> None:
     # Calls are numbered across processes (this process takes every stride-th number), so that
     # the payloads go round-robin over the whole run as in ghz.
     numbers: Iterator[int]

@@ -59,6 +59,7 @@ def split(config: RunConfig, path: str, payloads: tuple[bytes, ...]) -> list[Sha
             connections=max(1, _part(config.connections, procs, index)),
             total=0 if config.duration_s else config.total,
             duration_s=config.duration_s,
+            duration_stop=config.duration_stop,
             timeout_s=config.timeout_s,
             connect_timeout_s=config.connect_timeout_s,
             rps=config.rps,

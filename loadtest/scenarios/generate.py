@@ -49,6 +49,10 @@ def scenario(name: str, method: str, load: dict[str, Any], data: Any) -> dict[st
         "name": name,
         "call": f"vae.v1.VAEService.{method}",
         **load,
+        # When a duration ends (the file's or a -z flag's), ghz's default "close" cuts the calls
+        # in flight and counts each as an Unavailable error; "wait" lets them finish and counts
+        # them. ghz reads it only for a timed run, so every file carries it.
+        "duration-stop": "wait",
         "timeout": "10s",
         "host": HOST,
         "insecure": True,

@@ -52,6 +52,21 @@ def test_flags_replace_the_config_files_values(tmp_path) -> None:
     assert config.data == ({"count": 3},)
 
 
+def test_duration_stop_is_read_as_ghz_reads_it(tmp_path) -> None:
+    # ghz's default is "close"; it takes the value in any case.
+    assert load_config(write_config(tmp_path, duration="1s")).duration_stop == "close"
+    path = write_config(tmp_path, **{"duration": "1s", "duration-stop": "WAIT"})
+    assert load_config(path).duration_stop == "wait"
+    flags = ["--config", path, "--duration-stop", "ignore"]
+    assert config_from_args(build_parser().parse_args(flags)).duration_stop == "ignore"
+
+
+def test_an_unknown_duration_stop_flag_cannot_run(tmp_path, capsys) -> None:
+    path = write_config(tmp_path, duration="1s")
+    assert main(["--config", path, "--duration-stop", "later"]) == EXIT_UNUSABLE
+    assert "duration-stop must be one of close, wait, ignore" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "missing"),
     [
@@ -81,6 +96,7 @@ def test_call_data_can_come_from_a_file(tmp_path) -> None:
         ({"data": []}, "non-empty array"),
         ({"concurrency": 0}, "concurrency must be at least 1"),
         ({"cert": "client.pem"}, "--cert and --key go together"),
+        ({"duration-stop": "drain"}, "duration-stop must be one of close, wait, ignore"),
     ],
 )
 def test_settings_this_generator_cannot_honour_are_refused(tmp_path, settings, message) -> None:

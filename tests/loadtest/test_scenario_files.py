@@ -43,7 +43,10 @@ def test_each_file_is_a_complete_ghz_config(path: Path) -> None:
     assert raw["insecure"] is True
     assert "timeout" in raw and "concurrency" in raw
     assert ("total" in raw) != ("duration" in raw)
+    # A duration's end (the file's or -z's) lets the calls in flight finish, not fail.
+    assert raw["duration-stop"] == "wait"
     settings = read_ghz_config(path)
+    assert settings["duration_stop"] == "wait"
     method = SERVICE.methods_by_name[settings["call"].rsplit(".", 1)[1]]
     requests = serialize_requests(method, settings["data"])
     assert len(requests) == len(settings["data"])
