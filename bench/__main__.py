@@ -5,7 +5,9 @@
 2. the compute limit: onnxruntime in this process on the same graphs;
 3. the service with batching on, and with VAE_MAX_BATCH_SIZE=1 (batching off);
 4. the floor plus onnxruntime: the thread-pool floor running each call's graph in its handler,
-   the reference for how close the service comes to zero overhead of its own.
+   the reference for how close the service comes to zero overhead of its own;
+5. the response serializer's A/B (bench.serializer): service.wire against protobuf's own on
+   responses of 1,024 and 4,096 images, in-process and over gRPC, once the servers are stopped.
 
 Servers run pinned to --server-cpus and the load generator to --client-cpus, so the client never
 takes the server's core and each comparison is between equals. Everything is measured in
@@ -29,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import compute
+from bench import compute, serializer
 from bench.ghz import ghz_available, run_ghz
 from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, combine_rounds, plot, print_table
 from bench.scenarios import REPO_ROOT, SCENARIOS, Scenario
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(1, args.rounds + 1):
             print(f"round {number} of {args.rounds}", flush=True)
             rounds.append(measure_round(running, version_dir, args))
+    print(f"response serializer A/B on CPUs {sorted(server_cpus)}", flush=True)
+    serializer_figures = serializer.measure_in_child(args.rounds, server_cpus)
     order = [name for name, _, _ in servers]
     combined = combine_rounds(rounds)
     combined["rows"].sort(key=lambda row: order.index(row["server"]))
@@ -139,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                      "intra_op_threads": args.intra_op_threads,
                      "grpc_environment_of_servers": set_grpc_environment(dict(os.environ))},
         **combined,
+        "serializer": serializer_figures,
     }
     RESULTS_PATH.write_text(json.dumps(results, indent=1) + "\n")
     print_table(results)
+    serializer.print_figures(serializer_figures)
     plot(results, PLOT_PATH)
     print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)} and {PLOT_PATH.relative_to(REPO_ROOT)}")
     return 0

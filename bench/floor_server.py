@@ -33,7 +33,7 @@ import numpy as np
 from vae.v1 import vae_pb2
 
 from service.model import Model, load_model
-from service.tensors import images_from_proto
+from service.validation import images_from_proto
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 LATENT_DIM = 2

@@ -15,18 +15,18 @@ _MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's ceiling for this setting on 
 _TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Make glibc reuse freed memory instead of returning it to the kernel, in few arenas.
 
     By default glibc hands blocks of more than a few hundred kilobytes straight back to the
-    kernel when freed, so each large response (3 MB for 1024 images) is written into fresh
-    pages that fault in one by one: that cost more than the inference itself. Kept, the memory
-    levels off at the peak a process needs. Other C libraries are left alone.
+    kernel when freed, so each large response is written into fresh pages that fault in one by
+    one: for a response of 1024 images that cost more than the inference itself. Kept, the
+    memory levels off at the peak a process needs. Other C libraries are left alone.
 
     glibc also gives threads arenas of their own, up to eight per core, and each keeps the
-    peak of the responses built in it: with gRPC's handler threads a server reached 420-476 MB
-    of RSS (make bench's thread-pool floors, which leave this alone), the service with four
-    arenas 236 MB. With two, requests of 4,096 images ran about a quarter slower.
+    peak of the responses built in it: with gRPC's handler threads that multiplies the memory a
+    server holds (make bench's thread-pool floors, which leave this alone, show how much). Four
+    arenas bound it; fewer slowed the largest requests down.
     """
     name = ctypes.util.find_library("c")
     if name is None:
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vae-serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level)
-    _keep_freed_memory()
+    keep_freed_memory()
     grpc_environment = set_grpc_environment()
     # Imported only now: gRPC reads its environment once, when it loads.
     from service.server import serve

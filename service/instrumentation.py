@@ -9,14 +9,13 @@ call, and the wrapper costs three metric updates.
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from service.errors import ShuttingDown, status_for
-from service.metrics import Metrics, RpcMetrics
+from service.metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +58,6 @@ class InFlightRequests:
         with self._changed:
             self.draining = True
             return self._changed.wait_for(lambda: self.count == 0, timeout_seconds)
-
-
-def instrument(
-    servicer: object,
-    metrics: Metrics,
-    requests: InFlightRequests,
-    service_name: str,
-    method_names: Iterable[str],
-) -> Any:
-    """An object with the servicer's methods, each wrapped by `instrumented` (it stands in for
-    the servicer wherever one is expected)."""
-    return SimpleNamespace(
-        **{
-            name: instrumented(
-                getattr(servicer, name), metrics.rpc(service_name, name), requests
-            )
-            for name in method_names
-        }
-    )
 
 
 def _code_of_a_call_gone(context: grpc.ServicerContext) -> grpc.StatusCode:

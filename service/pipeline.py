@@ -4,22 +4,18 @@ Each method takes the Model it was called with (read once per request from the M
 a model swap never mixes versions within a request), draws its noise before its rows join a
 batch (so seeded results do not depend on what else is batched with them), and hands its rows
 to the graph's batcher with the caller's deadline and a way to tell whether it still waits.
+
+Its arguments have passed service.validation already: the pipeline checks nothing itself.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.batching import Batcher, IsActive
-from service.errors import InvalidArgument
 from service.model import Model, ModelHolder
 from service.noise import NoiseSource
-from service.tensors import check_rows
 
-# Beyond this the prior's draws leave the region the decoder has seen by orders of magnitude,
-# and near float32's limit they overflow into NaN images.
-MAX_TEMPERATURE = 100.0
 # Pixel probabilities are clipped this far from 0 and 1 before taking logs.
 _BCE_EPSILON = 1e-7
 
@@ -42,7 +38,11 @@ class Reconstruction:
 
 
 class VAEPipeline:
-    """The VAE's operations on top of one batcher per graph."""
+    """The VAE's operations on top of one batcher per graph.
+
+    `max_request_rows` and `max_batch_size` are the service's limits, as the servicer checks
+    requests against them and GetModelInfo reports them.
+    """
 
     def __init__(
         self,
@@ -74,11 +74,6 @@ class VAEPipeline:
         is_active: IsActive = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`count` images decoded from prior draws scaled by `temperature`; (images, latents)."""
-        check_rows("count", count, self.max_request_rows)
-        if not (math.isfinite(temperature) and 0 < temperature <= MAX_TEMPERATURE):
-            raise InvalidArgument(
-                "temperature", f"must be > 0 and at most {MAX_TEMPERATURE:g}, got {temperature:g}"
-            )
         latents = self._noise.normal(count, model.latent_dim, seed)
         if temperature != 1.0:
             latents *= temperature

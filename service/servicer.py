@@ -1,21 +1,20 @@
-"""The gRPC face of the pipeline: protos in, numpy through VAEPipeline, serialized protos out.
+"""The gRPC face of the pipeline: requests checked and turned into numpy, responses built.
 
-Each method returns its response already serialized: the tensors go straight from numpy into
-the bytes gRPC sends (service.wire), so the server registers the methods without a response
-serializer. No try/except here: exceptions travel to service.instrumentation, which maps them
-to status codes in one place.
+Each method checks its request's fields (service.validation), runs the pipeline, and returns its
+response message with the tensors still numpy arrays beside it (a service.wire.Response); the
+server registers service.wire's serializer, which turns it into the bytes gRPC sends. No
+try/except here: exceptions travel to service.instrumentation, which maps them to status codes
+in one place.
 """
 
 import time
 
 import grpc
-import numpy as np
 from vae.v1 import vae_pb2
 
-from service.model import Model
 from service.pipeline import VAEPipeline
-from service.tensors import images_from_proto, latents_from_proto
-from service.wire import TensorField, serialize
+from service.validation import check_rows, images_from_proto, latents_from_proto, temperature_of
+from service.wire import Response, TensorField
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
@@ -31,83 +30,81 @@ def _seed(
 
 
 class VAEServicer:
-    """Implements vae.v1.VAEService on a VAEPipeline; each method returns the serialized
-    response message (the generated servicer base class would promise message objects)."""
+    """Implements vae.v1.VAEService on a VAEPipeline."""
 
     def __init__(self, pipeline: VAEPipeline) -> None:
         self._pipeline = pipeline
 
-    def _images(self, tensor: vae_pb2.Tensor, model: Model) -> tuple[np.ndarray, tuple[int, ...]]:
-        return images_from_proto(
-            tensor, "images", model.image_shape, self._pipeline.max_request_rows
-        )
-
     def Sample(
         self, request: vae_pb2.SampleRequest, context: grpc.ServicerContext
-    ) -> bytes:
+    ) -> Response[vae_pb2.SampleResponse]:
         """Draw `count` digits from the prior."""
+        check_rows("count", request.count, self._pipeline.max_request_rows)
+        temperature = temperature_of(request)
         model = self._pipeline.model
         images, latents = self._pipeline.sample(
-            model,
-            request.count,
-            _seed(request),
-            request.temperature if request.HasField("temperature") else 1.0,
-            _deadline(context),
+            model, request.count, _seed(request), temperature, _deadline(context),
             context.is_active,
         )
-        tensors: list[TensorField] = [("images", images, (request.count, *model.image_shape))]
+        tensors = [TensorField("images", images, (request.count, *model.image_shape))]
         if request.return_latents:
-            tensors.append(("latents", latents, None))
-        return serialize(vae_pb2.SampleResponse(model_version=model.version), tensors)
+            tensors.append(TensorField("latents", latents))
+        return Response(vae_pb2.SampleResponse(model_version=model.version), tensors)
 
     def Encode(
         self, request: vae_pb2.EncodeRequest, context: grpc.ServicerContext
-    ) -> bytes:
+    ) -> Response[vae_pb2.EncodeResponse]:
         """The posterior of each image, and a seeded draw from it when asked."""
         model = self._pipeline.model
-        images, _ = self._images(request.images, model)
+        images, _ = images_from_proto(
+            request.images, "images", model.image_shape, self._pipeline.max_request_rows
+        )
         encoding = self._pipeline.encode(
             model, images, _seed(request), _deadline(context), context.is_active
         )
-        tensors: list[TensorField] = [
-            ("mean", encoding.mean, None), ("log_variance", encoding.log_variance, None)
+        tensors = [
+            TensorField("mean", encoding.mean), TensorField("log_variance", encoding.log_variance)
         ]
         if encoding.latents is not None:
-            tensors.append(("latents", encoding.latents, None))
-        return serialize(vae_pb2.EncodeResponse(model_version=model.version), tensors)
+            tensors.append(TensorField("latents", encoding.latents))
+        return Response(vae_pb2.EncodeResponse(model_version=model.version), tensors)
 
     def Reconstruct(
         self, request: vae_pb2.ReconstructRequest, context: grpc.ServicerContext
-    ) -> bytes:
+    ) -> Response[vae_pb2.ReconstructResponse]:
         """Encode and decode each image, with its reconstruction error."""
         model = self._pipeline.model
-        images, shape = self._images(request.images, model)
+        images, shape = images_from_proto(
+            request.images, "images", model.image_shape, self._pipeline.max_request_rows
+        )
         result = self._pipeline.reconstruct(
             model, images, _seed(request), _deadline(context), context.is_active
         )
         response = vae_pb2.ReconstructResponse(
             reconstruction_error=result.errors.tolist(), model_version=model.version
         )
-        return serialize(response, [("images", result.images, shape)])
+        return Response(response, [TensorField("images", result.images, shape)])
 
     def Decode(
         self, request: vae_pb2.DecodeRequest, context: grpc.ServicerContext
-    ) -> bytes:
+    ) -> Response[vae_pb2.DecodeResponse]:
         """Images for latent points."""
         model = self._pipeline.model
         latents = latents_from_proto(
             request.latents, "latents", model.latent_dim, self._pipeline.max_request_rows
         )
         images = self._pipeline.decode(model, latents, _deadline(context), context.is_active)
-        response = vae_pb2.DecodeResponse(model_version=model.version)
-        return serialize(response, [("images", images, (len(images), *model.image_shape))])
+        return Response(
+            vae_pb2.DecodeResponse(model_version=model.version),
+            [TensorField("images", images, (len(images), *model.image_shape))],
+        )
 
     def GetModelInfo(
         self, request: vae_pb2.GetModelInfoRequest, context: grpc.ServicerContext
-    ) -> bytes:
+    ) -> Response[vae_pb2.GetModelInfoResponse]:
         """Describe the model being served and the request limits."""
         model = self._pipeline.model
-        return serialize(vae_pb2.GetModelInfoResponse(
+        return Response(vae_pb2.GetModelInfoResponse(
             name=model.name,
             version=model.version,
             latent_dim=model.latent_dim,
@@ -117,4 +114,4 @@ class VAEServicer:
             max_batch_size=self._pipeline.max_batch_size,
             encoder_sha256=model.encoder.sha256,
             decoder_sha256=model.decoder.sha256,
-        ), [])
+        ))

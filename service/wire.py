@@ -1,18 +1,26 @@
-"""Responses serialized with their tensors' data copied once, straight from numpy.
+"""The response serializer of VAEService: tensors' data copied once, straight from numpy.
+
+Servicer methods return a `Response`: the response message with its Tensor fields unset, and
+those tensors as numpy arrays beside it. `serialize`, registered as every method's response
+serializer, turns it into the bytes gRPC sends.
 
 Through protobuf, a tensor's data is copied four times before gRPC sees it: numpy to `bytes`,
-into the message, into the encoder's buffer, and into the returned `bytes`. For 1024 images
-(3.2 MB) those copies cost about as much CPU as gRPC's own work to send them. Here each Tensor
-field is encoded from its array, and the one copy is the join that builds the response's bytes.
+into the message, into the encoder's buffer, and into the returned `bytes`; for large responses
+those copies cost several times what the one copy here does (`make bench` measures both). Here
+each Tensor field is encoded from its array, and the one copy is the join that builds the
+response's bytes.
 
-Every response's Tensor fields are numbered before its other fields, so encoding the tensors
-here and appending the rest as protobuf serializes it gives exactly protobuf's own deterministic
-serialization of the whole response (tests/service/test_wire.py checks this for every response
-type): any protobuf library in any language reads it as the same message.
+Every response's Tensor fields are numbered before its other fields (the rule vae.proto
+states), so encoding the tensors here and appending the rest as protobuf serializes it gives
+exactly protobuf's own deterministic serialization of the whole response
+(tests/service/test_wire.py checks this for every response type): any protobuf library in any
+language reads it as the same message.
 """
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 from google.protobuf.message import Message
@@ -27,22 +35,38 @@ _SHAPE_TAG = (_TENSOR_FIELDS["shape"].number << 3) | _LENGTH_DELIMITED
 _DTYPE_TAG = (_TENSOR_FIELDS["dtype"].number << 3) | _VARINT
 _DATA_TAG = (_TENSOR_FIELDS["data"].number << 3) | _LENGTH_DELIMITED
 
-# (field name in the response, array, shape to declare or None for the array's own)
-TensorField = tuple[str, np.ndarray, Sequence[int] | None]
+ResponseMessage = TypeVar("ResponseMessage", bound=Message)
 
 
-def serialize(response: Message, tensors: Sequence[TensorField]) -> bytes:
-    """`response` with `tensors` set, serialized; `response` must leave those fields unset.
+class TensorField(NamedTuple):
+    """A Tensor field of a response: its name, a float32 or uint8 array, and the shape to
+    declare (None: the array's own)."""
 
-    The tensors are given in field-number order, and are float32 or uint8 arrays.
+    name: str
+    array: np.ndarray
+    shape: Sequence[int] | None = None
+
+
+@dataclass(frozen=True)
+class Response(Generic[ResponseMessage]):
+    """A response message and the Tensor fields it carries, still numpy arrays.
+
+    `message` leaves those fields unset; `tensors` come in field-number order.
     """
-    fields = response.DESCRIPTOR.fields_by_name
+
+    message: ResponseMessage
+    tensors: Sequence[TensorField] = ()
+
+
+def serialize(response: Response[Any]) -> bytes:
+    """The response's bytes: its message with its tensors set, as protobuf would serialize it."""
+    fields = response.message.DESCRIPTOR.fields_by_name
     parts: list[bytes | memoryview] = []
-    for name, array, shape in tensors:
+    for name, array, shape in response.tensors:
         parts += _tensor_field(
             fields[name].number, array, array.shape if shape is None else shape
         )
-    parts.append(response.SerializeToString(deterministic=True))
+    parts.append(response.message.SerializeToString(deterministic=True))
     return b"".join(parts)
 
 

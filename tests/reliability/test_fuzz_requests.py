@@ -21,8 +21,7 @@ from reliability_tools import BUNDLED_MODEL_DIR, CHANNEL_OPTIONS, Traffic, seede
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from service.model import load_model, newest_version_dir
-from service.pipeline import MAX_TEMPERATURE
-from service.tensors import MAX_ABS_LATENT
+from service.validation import MAX_ABS_LATENT, MAX_TEMPERATURE
 
 pytestmark = pytest.mark.timeout(240)
 

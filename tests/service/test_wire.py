@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from vae.v1 import vae_pb2
 
 from service.tensors import to_proto
-from service.wire import serialize
+from service.wire import Response, TensorField, serialize
 
 RESPONSE_TYPES = [
     getattr(vae_pb2, method.output_type.name)
@@ -76,17 +76,17 @@ def test_hand_encoded_responses_equal_protobufs_deterministic_serialization(
     tensors = []
     for name, array, wanted in zip(names, arrays, set_tensor, strict=False):
         if wanted:
-            tensors.append((name, array, None))
+            tensors.append(TensorField(name, array))
             getattr(whole, name).CopyFrom(to_proto(array))
-    assert serialize(rest, tensors) == whole.SerializeToString(deterministic=True)
+    assert serialize(Response(rest, tensors)) == whole.SerializeToString(deterministic=True)
 
 
 def test_a_declared_shape_and_a_non_contiguous_array_are_encoded_as_given() -> None:
     images = np.random.default_rng(0).random((28 * 3, 28), dtype=np.float32).T  # strided
     declared = (3, 28, 28)
-    encoded = serialize(vae_pb2.DecodeResponse(model_version="7"), [
-        ("images", images, declared),
-    ])
+    encoded = serialize(Response(
+        vae_pb2.DecodeResponse(model_version="7"), [TensorField("images", images, declared)]
+    ))
     decoded = vae_pb2.DecodeResponse.FromString(encoded)
     assert tuple(decoded.images.shape) == declared
     assert decoded.images.dtype == vae_pb2.FLOAT32
@@ -97,8 +97,8 @@ def test_a_declared_shape_and_a_non_contiguous_array_are_encoded_as_given() -> N
 
 def test_large_tensors_whose_lengths_need_multi_byte_varints_round_trip() -> None:
     images = np.random.default_rng(1).random((1024, 784), dtype=np.float32)
-    encoded = serialize(vae_pb2.SampleResponse(model_version="1"), [
-        ("images", images, (1024, 28, 28)),
-    ])
+    encoded = serialize(Response(
+        vae_pb2.SampleResponse(model_version="1"), [TensorField("images", images, (1024, 28, 28))]
+    ))
     expected = vae_pb2.SampleResponse(images=to_proto(images, (1024, 28, 28)), model_version="1")
     assert encoded == expected.SerializeToString(deterministic=True)
