@@ -4,8 +4,9 @@
 # path in both stages, e.g. python:3.11-slim or a debootstrap image with python3-venv.
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- build: generate the gRPC code, build the wheel; /opt/venv gets the dependencies and
-# /opt/app the service, so that a code change leaves the large dependency layer untouched ----
+# ---- build: build the wheels; /opt/venv gets the dependencies and /opt/app the service and the
+# contract (package vae, from the client distribution), so that a code change leaves the large
+# dependency layer untouched ----
 FROM ${BASE_IMAGE} AS build
 # The CA bundle pip trusts; a build behind an intercepting proxy mounts the host's bundle here.
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
@@ -19,10 +20,8 @@ WORKDIR /src
 # matters on a read-only root filesystem.
 COPY pyproject.toml ./
 RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-open('/tmp/runtime.txt', 'w').write('\n'.join(p['dependencies'])); \
-open('/tmp/codegen.txt', 'w').write('\n'.join(p['optional-dependencies']['codegen']))" \
-    && python3 -m venv /opt/codegen \
-    && /opt/codegen/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/codegen.txt \
+open('/tmp/runtime.txt', 'w').write('\n'.join(p['dependencies']))" \
+    && python3 -m venv /opt/build \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/runtime.txt \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
@@ -31,13 +30,12 @@ open('/tmp/codegen.txt', 'w').write('\n'.join(p['optional-dependencies']['codege
 open(sysconfig.get_path('purelib') + '/vae-serving-app.pth', 'w').write('/opt/app\n')"
 
 COPY README.md ./
-COPY protos/ protos/
+COPY client/ client/
 COPY service/ service/
 COPY loadtest/ loadtest/
-RUN PYTHON=/opt/codegen/bin/python sh protos/generate.sh gen \
-    && /opt/codegen/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/dist . \
-    && /opt/codegen/bin/pip install --no-cache-dir --no-deps --target /opt/app \
-        /tmp/dist/vae_serving-*.whl \
+# The client's own dependencies are a subset of the server's, already in /opt/venv.
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/dist . ./client \
+    && /opt/build/bin/pip install --no-cache-dir --no-deps --target /opt/app /tmp/dist/*.whl \
     && rm -rf /opt/app/bin \
     && /opt/venv/bin/python -c "import service, vae.v1.vae_pb2_grpc"
 

@@ -14,6 +14,7 @@ FULL_STAMP := $(VENV)/.full-installed
 help:
 	@echo "make serve     serve the bundled model (gRPC :50051, metrics :9090)"
 	@echo "make test      install everything and run the whole test suite"
+	@echo "make gen       regenerate client/src/vae from protos/ after changing the contract"
 	@echo "make model     data -> train -> export -> pictures into models/vae-mnist/1"
 	@echo "make sweep     the training hyper-parameter sweep"
 	@echo "make image     build the container image (podman or docker)"
@@ -24,19 +25,21 @@ help:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(RUNTIME_STAMP): pyproject.toml protos/vae/v1/vae.proto | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e ".[codegen,client]"
-	PYTHON=$(PY) protos/generate.sh gen
-	# Again, now that gen/ exists, so the editable install maps the generated package too.
-	$(BIN)/pip install --quiet --no-deps -e .
+# The server imports the generated contract (package vae) from the client distribution. The
+# client comes second, so that replacing an older server, which owned the vae-client command,
+# cannot remove the client's.
+$(RUNTIME_STAMP): pyproject.toml client/pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e "./client[images]"
 	@touch $@
 
 $(FULL_STAMP): $(RUNTIME_STAMP)
-	$(BIN)/pip install --quiet -e ".[codegen,client,export,test]"
+	$(BIN)/pip install --quiet -e ".[codegen,export,test]"
 	@touch $@
 
-gen: $(RUNTIME_STAMP)
-	PYTHON=$(PY) protos/generate.sh gen
+# After editing protos/: regenerate the committed code in client/src/vae.
+gen: $(FULL_STAMP)
+	PYTHON=$(PY) protos/generate.sh
 
 serve: $(RUNTIME_STAMP)
 	$(PY) -m service
@@ -72,4 +75,4 @@ soak: $(FULL_STAMP)
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) gen .tools .pytest_cache
+	rm -rf $(VENV) .tools .pytest_cache

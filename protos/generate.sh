@@ -1,9 +1,10 @@
 #!/bin/sh
-# Generate the Python gRPC code and mypy stubs for protos/ into OUT (default: gen/).
-# Used by the Makefile and by the Dockerfile's build stage, so both produce the same code.
+# Generate the Python gRPC code and mypy stubs of protos/ into OUT (default: client/src, where
+# the vae-client distribution ships the `vae` package and the server imports it from). The code
+# is committed; tests/client/test_contract.py fails when it no longer matches the .proto.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:-"$here/../gen"}
+out=${1:-"$here/../client/src"}
 python=${PYTHON:-python3}
 mkdir -p "$out"
 # The mypy plugins live beside the interpreter that has grpcio-tools.
@@ -13,4 +14,4 @@ export PATH
     --python_out="$out" --grpc_python_out="$out" \
     --mypy_out="$out" --mypy_grpc_out="$out" \
     "$here/vae/v1/vae.proto"
-touch "$out/vae/__init__.py" "$out/vae/v1/__init__.py"
+touch "$out/vae/__init__.py" "$out/vae/v1/__init__.py" "$out/vae/py.typed"

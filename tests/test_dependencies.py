@@ -1,4 +1,5 @@
-"""The runtime stays small: no torch in the service's dependencies or imports."""
+"""The runtime stays small: no torch in the service's dependencies or imports, and the client
+(the vae-client distribution) needs neither onnxruntime nor prometheus-client nor the server."""
 
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from packaging.requirements import Requirement
 
 RUNTIME = {"grpcio", "grpcio-health-checking", "grpcio-reflection", "numpy", "onnxruntime",
            "prometheus-client", "protobuf"}
+CLIENT_RUNTIME = {"grpcio", "numpy", "protobuf"}
 
 
 def runtime_requirements() -> list[Requirement]:
@@ -31,10 +33,48 @@ def test_torch_is_only_an_export_dependency():
     assert str(torch_users[0].specifier) == "==2.13.0"
 
 
-def test_serving_and_load_testing_never_import_torch():
+def packages_imported_by(*modules: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after importing `modules`."""
     code = (
-        "import sys, service.__main__, service.server, service.client, loadtest.__main__;"
-        "sys.exit(1 if 'torch' in sys.modules or 'onnx' in sys.modules else 0)"
+        f"import sys, {', '.join(modules)};"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_serving_and_load_testing_never_import_torch():
+    imported = packages_imported_by(
+        "service.__main__", "service.server", "vae_client.__main__", "loadtest.__main__"
+    )
+    assert "service" in imported and not imported & {"torch", "onnx"}
+
+
+def test_the_client_needs_only_grpcio_protobuf_and_numpy_pinned_as_the_server_pins_them():
+    client = [Requirement(text) for text in requires("vae-client") or []]
+    runtime = {r.name.lower(): r for r in client if r.marker is None}
+    assert set(runtime) == CLIENT_RUNTIME
+    server = {r.name.lower(): str(r.specifier) for r in runtime_requirements()}
+    for name, requirement in runtime.items():
+        assert str(requirement.specifier) == server[name], requirement
+
+
+def test_pillow_is_the_clients_images_extra_only():
+    extras = [Requirement(t) for t in requires("vae-client") or [] if Requirement(t).marker]
+    assert [(r.name, str(r.specifier), str(r.marker)) for r in extras] == [
+        ("Pillow", "==13.0.0", 'extra == "images"')
+    ]
+
+
+def test_the_client_imports_neither_the_server_nor_its_runtime():
+    imported = packages_imported_by("vae_client", "vae_client.__main__")
+    assert "vae" in imported
+    assert not imported & {"service", "onnxruntime", "prometheus_client", "PIL", "torch"}
+
+
+def test_the_server_shares_only_the_contract_with_the_client():
+    imported = packages_imported_by(
+        "service.__main__", "service.server", "service.healthcheck", "loadtest.__main__"
+    )
+    assert "vae" in imported and "vae_client" not in imported

@@ -27,7 +27,7 @@ from deploy_tools import REPO, Helm, Manifests, Podman, missing_tool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.client import VAEClient
+from vae_client import VAEClient
 
 # A cold build downloads onnxruntime, numpy and grpcio: minutes, not the suite's default 300 s.
 pytestmark = pytest.mark.timeout(900)

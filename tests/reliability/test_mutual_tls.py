@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from reliability_tools import Traffic, seeded_requests
 
-from service.client import VAEClient, channel_credentials, open_channel
+from vae_client import VAEClient, channel_credentials, open_channel
 
 pytestmark = pytest.mark.timeout(120)
 

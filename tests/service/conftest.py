@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.client import VAEClient
 from service.model import newest_version_dir
+from vae_client import VAEClient
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ VAE_CLIENT = Path(sys.executable).with_name("vae-client")
 
 def cli(*args: str, target: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.client", "--target", target, *args],
+        [sys.executable, "-m", "vae_client", "--target", target, *args],
         capture_output=True, text=True, timeout=60,
     )
 

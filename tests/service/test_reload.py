@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_model_loading import copy_version
 
-from service.client import VAEClient
+from vae_client import VAEClient
 
 pytestmark = pytest.mark.timeout(120)
 

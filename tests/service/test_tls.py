@@ -6,7 +6,7 @@ import sys
 import grpc
 import pytest
 
-from service.client import VAEClient, channel_credentials, open_channel
+from vae_client import VAEClient, channel_credentials, open_channel
 
 pytestmark = pytest.mark.timeout(120)
 

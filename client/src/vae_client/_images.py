@@ -1,9 +1,10 @@
 """Digits to and from PNG files.
 
-Pillow comes with the `client` extra and is imported where it is used, so that the numpy client
+Pillow comes with the `images` extra and is imported where it is used, so that the numpy client
 works without it.
 """
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,25 @@ import numpy as np
 MNIST_SIDE = 28
 
 
+class PillowMissing(ModuleNotFoundError):
+    """Reading or saving a PNG file without Pillow, which the `images` extra installs."""
+
+
+def require_pillow() -> None:
+    """Raise PillowMissing, saying how to install it, unless Pillow can be imported."""
+    if importlib.util.find_spec("PIL") is None:
+        raise PillowMissing(
+            "reading and saving PNG files needs Pillow: pip install 'vae-client[images]'",
+            name="PIL",
+        )
+
+
 def read_digit(path: Path, invert: bool = False) -> np.ndarray:
     """A (28, 28) uint8 digit from an image file: grayscale, resized to 28x28 if needed.
 
     MNIST digits are light strokes on a dark ground; `invert` flips a dark-on-light drawing.
     """
+    require_pillow()
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
@@ -45,6 +60,7 @@ def grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np
 
 def save_grid(images: np.ndarray, path: Path, columns: int | None = None) -> None:
     """Write (N, 28, 28) or (N, 784) images in [0, 1] to `path` as one PNG grid."""
+    require_pillow()
     from PIL import Image
 
     images = np.asarray(images).reshape(len(images), MNIST_SIDE, MNIST_SIDE)

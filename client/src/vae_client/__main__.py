@@ -1,4 +1,4 @@
-"""`python -m service.client` / `vae-client`: call the service from the command line.
+"""`vae-client` / `python -m vae_client`: call the service from the command line.
 
     vae-client sample --count 64 --seed 7 --out grid.png
     vae-client encode digit.png
@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from service.client._channel import add_connection_arguments, channel_from_arguments
-from service.client._client import VAEClient
-from service.client._images import read_digit, save_grid
+from vae_client._channel import add_connection_arguments, channel_from_arguments
+from vae_client._client import VAEClient
+from vae_client._images import PillowMissing, read_digit, require_pillow, save_grid
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,8 +102,16 @@ def _run(args: argparse.Namespace, client: VAEClient) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; prints its result as JSON. Exit 1 with the status on an RPC error."""
+    """Run one command; prints its result as JSON. Exit 1 with one line on stderr on an RPC
+    error, or when PNG files are to be read or saved without Pillow."""
     args = _parser().parse_args(argv)
+    if args.command in ("encode", "reconstruct") or getattr(args, "out", None):
+        # Before the call, not after it has been made for nothing.
+        try:
+            require_pillow()
+        except PillowMissing as error:
+            print(f"vae-client: {error}", file=sys.stderr)
+            return 1
     with VAEClient(channel=channel_from_arguments(args), timeout_seconds=args.timeout) as client:
         try:
             result = _run(args, client)

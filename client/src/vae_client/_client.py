@@ -7,12 +7,12 @@ import grpc
 import numpy as np
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
-from service.client._channel import open_channel
-from service.tensors import from_proto, to_proto
+from vae_client._channel import open_channel
+from vae_client._tensors import from_tensor, to_tensor
 
 
 @dataclass(frozen=True)
-class Samples:
+class SampledDigits:
     """Images (count, 28, 28) float32 in [0, 1]; latents (count, latent_dim) when asked for."""
 
     images: np.ndarray
@@ -21,7 +21,7 @@ class Samples:
 
 
 @dataclass(frozen=True)
-class Encoding:
+class Embeddings:
     """Posterior mean and log-variance (N, latent_dim); latents when a seed was given."""
 
     mean: np.ndarray
@@ -31,7 +31,7 @@ class Encoding:
 
 
 @dataclass(frozen=True)
-class Reconstruction:
+class Reconstructions:
     """Reconstructed images (shaped as the input) and each input's error in nats."""
 
     images: np.ndarray
@@ -52,12 +52,6 @@ class ModelInfo:
     max_batch_size: int
     encoder_sha256: str
     decoder_sha256: str
-
-
-def _image_tensor(images: np.ndarray) -> vae_pb2.Tensor:
-    """uint8 images travel as they are (4 times smaller); anything else as float32."""
-    array = np.asarray(images)
-    return to_proto(array if array.dtype == np.uint8 else array.astype(np.float32))
 
 
 class VAEClient:
@@ -88,7 +82,7 @@ class VAEClient:
         seed: int | None = None,
         temperature: float | None = None,
         return_latents: bool = False,
-    ) -> Samples:
+    ) -> SampledDigits:
         """Draw `count` digits from the prior; the same seed gives the same bytes."""
         response = self._stub.Sample(
             vae_pb2.SampleRequest(
@@ -96,31 +90,31 @@ class VAEClient:
             ),
             timeout=self.timeout_seconds,
         )
-        latents = from_proto(response.latents) if response.HasField("latents") else None
-        return Samples(from_proto(response.images), latents, response.model_version)
+        latents = from_tensor(response.latents) if response.HasField("latents") else None
+        return SampledDigits(from_tensor(response.images), latents, response.model_version)
 
-    def encode(self, images: np.ndarray, *, seed: int | None = None) -> Encoding:
+    def encode(self, images: np.ndarray, *, seed: int | None = None) -> Embeddings:
         """The posterior of each image; with a seed, also a repeatable draw from it."""
         response = self._stub.Encode(
-            vae_pb2.EncodeRequest(images=_image_tensor(images), seed=seed),
+            vae_pb2.EncodeRequest(images=to_tensor(np.asarray(images)), seed=seed),
             timeout=self.timeout_seconds,
         )
-        latents = from_proto(response.latents) if response.HasField("latents") else None
-        return Encoding(
-            from_proto(response.mean),
-            from_proto(response.log_variance),
+        latents = from_tensor(response.latents) if response.HasField("latents") else None
+        return Embeddings(
+            from_tensor(response.mean),
+            from_tensor(response.log_variance),
             latents,
             response.model_version,
         )
 
-    def reconstruct(self, images: np.ndarray, *, seed: int | None = None) -> Reconstruction:
+    def reconstruct(self, images: np.ndarray, *, seed: int | None = None) -> Reconstructions:
         """Encode and decode each image (posterior mean, or a seeded draw) with its error."""
         response = self._stub.Reconstruct(
-            vae_pb2.ReconstructRequest(images=_image_tensor(images), seed=seed),
+            vae_pb2.ReconstructRequest(images=to_tensor(np.asarray(images)), seed=seed),
             timeout=self.timeout_seconds,
         )
-        return Reconstruction(
-            from_proto(response.images),
+        return Reconstructions(
+            from_tensor(response.images),
             np.array(response.reconstruction_error, dtype=np.float32),
             response.model_version,
         )
@@ -128,10 +122,10 @@ class VAEClient:
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Images (N, 28, 28) for (N, latent_dim) latent points."""
         response = self._stub.Decode(
-            vae_pb2.DecodeRequest(latents=to_proto(np.asarray(latents, dtype=np.float32))),
+            vae_pb2.DecodeRequest(latents=to_tensor(np.asarray(latents, dtype=np.float32))),
             timeout=self.timeout_seconds,
         )
-        return from_proto(response.images)
+        return from_tensor(response.images)
 
     def info(self) -> ModelInfo:
         """The model being served and the server's limits."""

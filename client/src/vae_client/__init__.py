@@ -1,0 +1,27 @@
+"""A small Python client of the VAE service, returning numpy arrays.
+
+    from vae_client import VAEClient
+
+    with VAEClient("localhost:50051") as client:
+        images = client.sample(64, seed=7).images      # (64, 28, 28) float32 in [0, 1]
+        embedding = client.encode(images).mean         # (64, 2)
+
+read_digit and save_grid read and write PNG files; they need Pillow, the `images` extra.
+"""
+
+from vae_client._channel import channel_credentials, open_channel
+from vae_client._client import Embeddings, ModelInfo, Reconstructions, SampledDigits, VAEClient
+from vae_client._images import PillowMissing, read_digit, save_grid
+
+__all__ = [
+    "Embeddings",
+    "ModelInfo",
+    "PillowMissing",
+    "Reconstructions",
+    "SampledDigits",
+    "VAEClient",
+    "channel_credentials",
+    "open_channel",
+    "read_digit",
+    "save_grid",
+]
