@@ -5,6 +5,13 @@ The contract of vae-serving: a variational autoencoder trained on MNIST digits.
 
 Tensors travel as raw little-endian, row-major bytes so that both sides convert them
 with one numpy call (numpy.frombuffer(data, dtype).reshape(shape)).
+
+Field order rule for every response message: its Tensor fields carry its lowest field
+numbers, before all its other fields. The server encodes a response's tensors straight from
+numpy and appends the rest as protobuf serializes it (service/wire.py); with this order the
+result is byte for byte protobuf's own deterministic serialization. A new response numbers
+its Tensor fields first; a field added to an existing response comes after them, so it cannot
+be a Tensor without changing service/wire.py. tests/service/test_wire.py checks every response.
 """
 
 from collections import abc as _abc
@@ -47,6 +54,10 @@ Global___DType: _TypeAlias = DType  # noqa: Y015
 
 @_typing.final
 class Tensor(_message.Message):
+    """The server encodes these three fields by hand (service/wire.py): a field added here must be
+    added there too.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SHAPE_FIELD_NUMBER: _builtins.int
