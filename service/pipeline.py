@@ -13,6 +13,7 @@ import numpy as np
 
 from service.batching import Batcher, IsActive
 from service.errors import InvalidArgument
+from service.latent import bernoulli_log_likelihood
 from service.model import Model, ModelHolder
 from service.noise import NoiseSource
 from service.tensors import check_rows
@@ -20,8 +21,6 @@ from service.tensors import check_rows
 # Beyond this the prior's draws leave the region the decoder has seen by orders of magnitude,
 # and near float32's limit they overflow into NaN images.
 MAX_TEMPERATURE = 100.0
-# Pixel probabilities are clipped this far from 0 and 1 before taking logs.
-_BCE_EPSILON = 1e-7
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class VAEPipeline:
         encoding = self.encode(model, images, seed, deadline, is_active)
         latents = encoding.mean if encoding.latents is None else encoding.latents
         (decoded,) = self._decoder.run(model.decoder, latents, deadline, is_active)
-        return Reconstruction(decoded, _binary_cross_entropy(images, decoded))
+        return Reconstruction(decoded, -bernoulli_log_likelihood(images, decoded))
 
     def decode(
         self, model: Model, latents: np.ndarray, deadline: float | None,
@@ -116,9 +115,3 @@ class VAEPipeline:
 
 def _reparameterize(mean: np.ndarray, log_variance: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return mean + np.exp(0.5 * log_variance) * noise
-
-
-def _binary_cross_entropy(targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Per row: -sum(x log p + (1 - x) log(1 - p)), in nats."""
-    p = np.clip(probabilities, _BCE_EPSILON, 1 - _BCE_EPSILON)
-    return -(targets * np.log(p) + (1 - targets) * np.log1p(-p)).sum(axis=1)
