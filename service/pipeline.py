@@ -1,4 +1,5 @@
-"""What the service does, free of gRPC: sampling, encoding, reconstructing and decoding.
+"""What the service does, free of gRPC: sampling, encoding, reconstructing and decoding, and
+the latent-space operations (interpolating, variations, scoring) on top of them.
 
 Each method takes the Model it was called with (read once per request from the ModelHolder, so
 a model swap never mixes versions within a request), draws its noise before its rows join a
@@ -13,11 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.batching import Batcher, IsActive
+from service.latent import (
+    InterpolationPath,
+    bernoulli_log_likelihood,
+    elbo_and_iwae,
+    interpolate_latents,
+    posterior_draws,
+)
 from service.model import Model, ModelHolder
 from service.noise import NoiseSource
-
-# Pixel probabilities are clipped this far from 0 and 1 before taking logs.
-_BCE_EPSILON = 1e-7
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,31 @@ class Reconstruction:
 
     images: np.ndarray
     errors: np.ndarray
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of an interpolation: a (latent_dim,) latent point, or when `is_image` a
+    (pixels,) image whose posterior mean is the point."""
+
+    values: np.ndarray
+    is_image: bool
+
+
+@dataclass(frozen=True)
+class DecodedLatents:
+    """Latent points (rows, ..., latent_dim) and their images (rows, pixels)."""
+
+    images: np.ndarray
+    latents: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per image, in nats: the ELBO and the importance-weighted bound on log p(x)."""
+
+    elbo: np.ndarray
+    log_likelihood: np.ndarray
 
 
 class VAEPipeline:
@@ -56,6 +86,8 @@ class VAEPipeline:
         self._encoder = encoder
         self._decoder = decoder
         self.max_request_rows = max_request_rows
+        # Each step of an interpolation is one decoded row.
+        self.max_interpolation_steps = max_request_rows
         self.max_batch_size = decoder.max_batch_size
         self._noise = noise if noise is not None else NoiseSource()
 
@@ -98,7 +130,7 @@ class VAEPipeline:
         encoding = self.encode(model, images, seed, deadline, is_active)
         latents = encoding.mean if encoding.latents is None else encoding.latents
         (decoded,) = self._decoder.run(model.decoder, latents, deadline, is_active)
-        return Reconstruction(decoded, _binary_cross_entropy(images, decoded))
+        return Reconstruction(decoded, -bernoulli_log_likelihood(images, decoded))
 
     def decode(
         self, model: Model, latents: np.ndarray, deadline: float | None,
@@ -108,12 +140,62 @@ class VAEPipeline:
         (images,) = self._decoder.run(model.decoder, latents, deadline, is_active)
         return images
 
+    def interpolate(
+        self, model: Model, start: Endpoint, end: Endpoint, steps: int, path: InterpolationPath,
+        deadline: float | None, is_active: IsActive = None,
+    ) -> DecodedLatents:
+        """`steps` points from `start` to `end` along `path`, decoded; image endpoints are
+        encoded (together, in one request) to their posterior means first."""
+        to_encode = [e.values for e in (start, end) if e.is_image]
+        means = (
+            list(self._encoder.run(model.encoder, np.stack(to_encode), deadline, is_active)[0])
+            if to_encode else []
+        )
+        first = means.pop(0) if start.is_image else start.values
+        last = means.pop(0) if end.is_image else end.values
+        latents = interpolate_latents(first, last, steps, path)
+        (decoded,) = self._decoder.run(model.decoder, latents, deadline, is_active)
+        return DecodedLatents(decoded, latents)
+
+    def variations(
+        self, model: Model, images: np.ndarray, count: int, temperature: float,
+        seed: int | None, deadline: float | None, is_active: IsActive = None,
+    ) -> DecodedLatents:
+        """`count` draws from each (N, pixels) image's posterior, the standard deviation scaled
+        by `temperature`, decoded: latents (N, count, latent_dim), images (N x count, pixels)."""
+        eps = self._posterior_noise(model, len(images), count, seed)
+        mean, log_variance = self._encoder.run(model.encoder, images, deadline, is_active)
+        latents = posterior_draws(mean, log_variance, eps, temperature)
+        (decoded,) = self._decoder.run(
+            model.decoder, latents.reshape(-1, model.latent_dim), deadline, is_active
+        )
+        return DecodedLatents(decoded, latents)
+
+    def score(
+        self, model: Model, images: np.ndarray, samples: int, seed: int | None,
+        deadline: float | None, is_active: IsActive = None,
+    ) -> Scores:
+        """Each (N, pixels) image's ELBO and importance-weighted bound from `samples`
+        posterior draws."""
+        eps = self._posterior_noise(model, len(images), samples, seed)
+        mean, log_variance = self._encoder.run(model.encoder, images, deadline, is_active)
+        draws = posterior_draws(mean, log_variance, eps, 1.0)
+        (decoded,) = self._decoder.run(
+            model.decoder, draws.reshape(-1, model.latent_dim), deadline, is_active
+        )
+        elbo, bound = elbo_and_iwae(
+            images, mean, log_variance, eps, decoded.reshape(len(images), samples, -1)
+        )
+        return Scores(elbo, bound)
+
+    def _posterior_noise(
+        self, model: Model, images: int, per_image: int, seed: int | None
+    ) -> np.ndarray:
+        """(images, per_image, latent_dim) standard normal noise: with a seed, numpy's
+        default_rng(seed).standard_normal of that shape (one draw fills it row-major)."""
+        noise = self._noise.normal(images * per_image, model.latent_dim, seed)
+        return noise.reshape(images, per_image, model.latent_dim)
+
 
 def _reparameterize(mean: np.ndarray, log_variance: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return mean + np.exp(0.5 * log_variance) * noise
-
-
-def _binary_cross_entropy(targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Per row: -sum(x log p + (1 - x) log(1 - p)), in nats."""
-    p = np.clip(probabilities, _BCE_EPSILON, 1 - _BCE_EPSILON)
-    return -(targets * np.log(p) + (1 - targets) * np.log1p(-p)).sum(axis=1)

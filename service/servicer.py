@@ -13,7 +13,17 @@ import grpc
 from vae.v1 import vae_pb2
 
 from service.pipeline import VAEPipeline
-from service.validation import check_rows, images_from_proto, latents_from_proto, temperature_of
+from service.validation import (
+    check_rows,
+    draws_per_image,
+    endpoint_from_proto,
+    images_from_proto,
+    interpolation_path,
+    interpolation_steps,
+    latents_from_proto,
+    temperature_of,
+    variation_temperature,
+)
 from service.wire import Response, TensorField
 
 
@@ -24,7 +34,8 @@ def _deadline(context: grpc.ServicerContext) -> float | None:
 
 
 def _seed(
-    request: vae_pb2.SampleRequest | vae_pb2.EncodeRequest | vae_pb2.ReconstructRequest,
+    request: vae_pb2.SampleRequest | vae_pb2.EncodeRequest | vae_pb2.ReconstructRequest
+    | vae_pb2.VariationsRequest | vae_pb2.ScoreRequest,
 ) -> int | None:
     return request.seed if request.HasField("seed") else None
 
@@ -114,4 +125,62 @@ class VAEServicer:
             max_batch_size=self._pipeline.max_batch_size,
             encoder_sha256=model.encoder.sha256,
             decoder_sha256=model.decoder.sha256,
+            max_interpolation_steps=self._pipeline.max_interpolation_steps,
         ))
+
+    def Interpolate(
+        self, request: vae_pb2.InterpolateRequest, context: grpc.ServicerContext
+    ) -> Response[vae_pb2.InterpolateResponse]:
+        """Decode `steps` points on a path between two latent points or images."""
+        model = self._pipeline.model
+        start = endpoint_from_proto(request.start, "start", model)
+        end = endpoint_from_proto(request.end, "end", model)
+        steps = interpolation_steps(request.steps, self._pipeline.max_interpolation_steps)
+        result = self._pipeline.interpolate(
+            model, start, end, steps, interpolation_path(request.path), _deadline(context),
+            context.is_active,
+        )
+        return Response(vae_pb2.InterpolateResponse(model_version=model.version), [
+            TensorField("images", result.images, (steps, *model.image_shape)),
+            TensorField("latents", result.latents),
+        ])
+
+    def Variations(
+        self, request: vae_pb2.VariationsRequest, context: grpc.ServicerContext
+    ) -> Response[vae_pb2.VariationsResponse]:
+        """Decode `count` draws from each image's posterior."""
+        model = self._pipeline.model
+        images, _ = images_from_proto(
+            request.images, "images", model.image_shape, self._pipeline.max_request_rows
+        )
+        count = draws_per_image(
+            "count", request.count, len(images), self._pipeline.max_request_rows
+        )
+        result = self._pipeline.variations(
+            model, images, count, variation_temperature(request), _seed(request),
+            _deadline(context), context.is_active,
+        )
+        return Response(vae_pb2.VariationsResponse(model_version=model.version), [
+            TensorField("images", result.images, (len(images), count, *model.image_shape)),
+            TensorField("latents", result.latents),
+        ])
+
+    def Score(
+        self, request: vae_pb2.ScoreRequest, context: grpc.ServicerContext
+    ) -> Response[vae_pb2.ScoreResponse]:
+        """Each image's ELBO and importance-weighted bound on log p(x), in nats."""
+        model = self._pipeline.model
+        images, _ = images_from_proto(
+            request.images, "images", model.image_shape, self._pipeline.max_request_rows
+        )
+        samples = draws_per_image(
+            "samples", request.samples, len(images), self._pipeline.max_request_rows
+        )
+        scores = self._pipeline.score(
+            model, images, samples, _seed(request), _deadline(context), context.is_active
+        )
+        return Response(vae_pb2.ScoreResponse(
+            elbo=scores.elbo.tolist(),
+            log_likelihood=scores.log_likelihood.tolist(),
+            model_version=model.version,
+        ), [])

@@ -13,6 +13,9 @@ import numpy as np
 from vae.v1 import vae_pb2
 
 from service.errors import InvalidArgument
+from service.latent import InterpolationPath
+from service.model import Model
+from service.pipeline import Endpoint
 from service.tensors import FLOAT32, UINT8, numpy_dtype
 
 # Beyond this the prior's draws leave the region the decoder has seen by orders of magnitude,
@@ -89,6 +92,79 @@ def latents_from_proto(
             f"{field}.data", f"values must lie within ±{MAX_ABS_LATENT:g} (the prior is N(0, I))"
         )
     return array
+
+
+_PATHS = {
+    vae_pb2.PATH_UNSPECIFIED: InterpolationPath.SPHERICAL,
+    vae_pb2.PATH_LINEAR: InterpolationPath.LINEAR,
+    vae_pb2.PATH_SPHERICAL: InterpolationPath.SPHERICAL,
+}
+
+
+def endpoint_from_proto(endpoint: vae_pb2.Endpoint, field: str, model: Model) -> Endpoint:
+    """The latent point, or the one image, an Endpoint holds."""
+    kind = endpoint.WhichOneof("point")
+    if kind == "latent":
+        name, dim = f"{field}.latent", model.latent_dim
+        latent = latents_from_proto(_one_row(endpoint.latent, name, (dim,)), name, dim, 1)
+        return Endpoint(latent[0], is_image=False)
+    if kind == "image":
+        name, (height, width) = f"{field}.image", model.image_shape
+        tensor = _one_row(endpoint.image, name, (height * width,), (height, width))
+        image, _ = images_from_proto(tensor, name, model.image_shape, 1)
+        return Endpoint(image[0], is_image=True)
+    raise InvalidArgument(field, "must hold a latent point or an image, it holds neither")
+
+
+def _one_row(tensor: vae_pb2.Tensor, field: str, *shapes: tuple[int, ...]) -> vae_pb2.Tensor:
+    """`tensor` as a batch of one: its shape must be one of `shapes`, with or without a
+    leading 1."""
+    shape = tuple(tensor.shape)
+    if shape[:1] == (1,) and shape[1:] in shapes:
+        return tensor
+    if shape not in shapes:
+        allowed = " or ".join(_shape_text(s) for s in shapes + tuple((1, *s) for s in shapes))
+        raise InvalidArgument(f"{field}.shape", f"must be {allowed}, got {_shape_text(shape)}")
+    return vae_pb2.Tensor(shape=(1, *shape), dtype=tensor.dtype, data=tensor.data)
+
+
+def interpolation_steps(steps: int, max_steps: int) -> int:
+    """Interpolate's `steps`: both endpoints and the points between, 2..max_steps."""
+    if not 2 <= steps <= max_steps:
+        raise InvalidArgument("steps", f"must be between 2 and {max_steps}, got {steps}")
+    return steps
+
+
+def interpolation_path(path: vae_pb2.Path.ValueType) -> InterpolationPath:
+    """Interpolate's `path`; unset means SPHERICAL."""
+    known = _PATHS.get(path)
+    if known is None:
+        raise InvalidArgument("path", f"must be PATH_LINEAR, PATH_SPHERICAL or unset, got {path}")
+    return known
+
+
+def draws_per_image(field: str, per_image: int, images: int, max_rows: int) -> int:
+    """Draws per image, 1 or more, such that the images x draws rows run fit one request."""
+    most = max_rows // images
+    if not 1 <= per_image <= most:
+        raise InvalidArgument(
+            field,
+            f"must be between 1 and {most} for {images} images (at most {max_rows} rows, "
+            f"N x {field}, per request), got {per_image}",
+        )
+    return per_image
+
+
+def variation_temperature(request: vae_pb2.VariationsRequest) -> float:
+    """Variations' temperature, 1.0 when unset; 0 (the posterior mean) up to MAX_TEMPERATURE."""
+    if not request.HasField("temperature"):
+        return 1.0
+    temperature = request.temperature
+    if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
+        raise InvalidArgument(
+            "temperature", f"must be >= 0 and at most {MAX_TEMPERATURE:g}, got {temperature:g}"
+        )
+    return temperature
 
 
 def _frombuffer(

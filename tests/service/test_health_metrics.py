@@ -62,7 +62,8 @@ def test_reflection_lists_and_describes_the_services(vae_server) -> None:
         pool = descriptor_pool.DescriptorPool(database)
         service = pool.FindServiceByName("vae.v1.VAEService")
         assert [m.name for m in service.methods] == [
-            "Sample", "Encode", "Reconstruct", "Decode", "GetModelInfo"
+            "Sample", "Encode", "Reconstruct", "Decode", "GetModelInfo", "Interpolate",
+            "Variations", "Score",
         ]
         sample = pool.FindMessageTypeByName("vae.v1.SampleRequest")
         assert {"count", "seed", "temperature", "return_latents"} <= set(sample.fields_by_name)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10vae/v1/vae.proto\x12\x06vae.v1\"C\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x1c\n\x05\x64type\x18\x02 \x01(\x0e\x32\r.vae.v1.DType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"|\n\rSampleRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\x0ereturn_latents\x18\x04 \x01(\x08\x42\x07\n\x05_seedB\x0e\n\x0c_temperature\"h\n\x0eSampleResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1f\n\x07latents\x18\x02 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"K\n\rEncodeRequest\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x8c\x01\n\x0e\x45ncodeResponse\x12\x1c\n\x04mean\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12$\n\x0clog_variance\x18\x02 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1f\n\x07latents\x18\x03 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"P\n\x12ReconstructRequest\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"j\n\x13ReconstructResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1c\n\x14reconstruction_error\x18\x02 \x03(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"0\n\rDecodeRequest\x12\x1f\n\x07latents\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\"G\n\x0e\x44\x65\x63odeResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xc5\x02\n\x14GetModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nlatent_dim\x18\x03 \x01(\r\x12\x13\n\x0bimage_shape\x18\x04 \x03(\x03\x12K\n\x10training_metrics\x18\x05 \x03(\x0b\x32\x31.vae.v1.GetModelInfoResponse.TrainingMetricsEntry\x12\x18\n\x10max_request_rows\x18\x06 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12\x16\n\x0e\x65ncoder_sha256\x18\x08 \x01(\t\x12\x16\n\x0e\x64\x65\x63oder_sha256\x18\t \x01(\t\x1a\x36\n\x14TrainingMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*6\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05UINT8\x10\x02\x32\xca\x02\n\nVAEService\x12\x37\n\x06Sample\x12\x15.vae.v1.SampleRequest\x1a\x16.vae.v1.SampleResponse\x12\x37\n\x06\x45ncode\x12\x15.vae.v1.EncodeRequest\x1a\x16.vae.v1.EncodeResponse\x12\x46\n\x0bReconstruct\x12\x1a.vae.v1.ReconstructRequest\x1a\x1b.vae.v1.ReconstructResponse\x12\x37\n\x06\x44\x65\x63ode\x12\x15.vae.v1.DecodeRequest\x1a\x16.vae.v1.DecodeResponse\x12I\n\x0cGetModelInfo\x12\x1b.vae.v1.GetModelInfoRequest\x1a\x1c.vae.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10vae/v1/vae.proto\x12\x06vae.v1\"C\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x1c\n\x05\x64type\x18\x02 \x01(\x0e\x32\r.vae.v1.DType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"|\n\rSampleRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\x0ereturn_latents\x18\x04 \x01(\x08\x42\x07\n\x05_seedB\x0e\n\x0c_temperature\"h\n\x0eSampleResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1f\n\x07latents\x18\x02 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"K\n\rEncodeRequest\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x8c\x01\n\x0e\x45ncodeResponse\x12\x1c\n\x04mean\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12$\n\x0clog_variance\x18\x02 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1f\n\x07latents\x18\x03 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"P\n\x12ReconstructRequest\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"j\n\x13ReconstructResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1c\n\x14reconstruction_error\x18\x02 \x03(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"0\n\rDecodeRequest\x12\x1f\n\x07latents\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\"G\n\x0e\x44\x65\x63odeResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xe6\x02\n\x14GetModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nlatent_dim\x18\x03 \x01(\r\x12\x13\n\x0bimage_shape\x18\x04 \x03(\x03\x12K\n\x10training_metrics\x18\x05 \x03(\x0b\x32\x31.vae.v1.GetModelInfoResponse.TrainingMetricsEntry\x12\x18\n\x10max_request_rows\x18\x06 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12\x16\n\x0e\x65ncoder_sha256\x18\x08 \x01(\t\x12\x16\n\x0e\x64\x65\x63oder_sha256\x18\t \x01(\t\x12\x1f\n\x17max_interpolation_steps\x18\n \x01(\r\x1a\x36\n\x14TrainingMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"V\n\x08\x45ndpoint\x12 \n\x06latent\x18\x01 \x01(\x0b\x32\x0e.vae.v1.TensorH\x00\x12\x1f\n\x05image\x18\x02 \x01(\x0b\x32\x0e.vae.v1.TensorH\x00\x42\x07\n\x05point\"\x7f\n\x12InterpolateRequest\x12\x1f\n\x05start\x18\x01 \x01(\x0b\x32\x10.vae.v1.Endpoint\x12\x1d\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x10.vae.v1.Endpoint\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x1a\n\x04path\x18\x04 \x01(\x0e\x32\x0c.vae.v1.Path\"m\n\x13InterpolateResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1f\n\x07latents\x18\x02 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x88\x01\n\x11VariationsRequest\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x07\n\x05_seed\"l\n\x12VariationsResponse\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x1f\n\x07latents\x18\x02 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"[\n\x0cScoreRequest\x12\x1e\n\x06images\x18\x01 \x01(\x0b\x32\x0e.vae.v1.Tensor\x12\x0f\n\x07samples\x18\x02 \x01(\r\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"L\n\rScoreResponse\x12\x0c\n\x04\x65lbo\x18\x01 \x03(\x02\x12\x16\n\x0elog_likelihood\x18\x02 \x03(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t*6\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05UINT8\x10\x02*A\n\x04Path\x12\x14\n\x10PATH_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPATH_LINEAR\x10\x01\x12\x12\n\x0ePATH_SPHERICAL\x10\x02\x32\x8d\x04\n\nVAEService\x12\x37\n\x06Sample\x12\x15.vae.v1.SampleRequest\x1a\x16.vae.v1.SampleResponse\x12\x37\n\x06\x45ncode\x12\x15.vae.v1.EncodeRequest\x1a\x16.vae.v1.EncodeResponse\x12\x46\n\x0bReconstruct\x12\x1a.vae.v1.ReconstructRequest\x1a\x1b.vae.v1.ReconstructResponse\x12\x37\n\x06\x44\x65\x63ode\x12\x15.vae.v1.DecodeRequest\x1a\x16.vae.v1.DecodeResponse\x12I\n\x0cGetModelInfo\x12\x1b.vae.v1.GetModelInfoRequest\x1a\x1c.vae.v1.GetModelInfoResponse\x12\x46\n\x0bInterpolate\x12\x1a.vae.v1.InterpolateRequest\x1a\x1b.vae.v1.InterpolateResponse\x12\x43\n\nVariations\x12\x19.vae.v1.VariationsRequest\x1a\x1a.vae.v1.VariationsResponse\x12\x34\n\x05Score\x12\x14.vae.v1.ScoreRequest\x1a\x15.vae.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETMODELINFORESPONSE_TRAININGMETRICSENTRY']._loaded_options = None
   _globals['_GETMODELINFORESPONSE_TRAININGMETRICSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=1213
-  _globals['_DTYPE']._serialized_end=1267
+  _globals['_DTYPE']._serialized_start=1994
+  _globals['_DTYPE']._serialized_end=2048
+  _globals['_PATH']._serialized_start=2050
+  _globals['_PATH']._serialized_end=2115
   _globals['_TENSOR']._serialized_start=28
   _globals['_TENSOR']._serialized_end=95
   _globals['_SAMPLEREQUEST']._serialized_start=97
@@ -56,9 +58,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFOREQUEST']._serialized_start=862
   _globals['_GETMODELINFOREQUEST']._serialized_end=883
   _globals['_GETMODELINFORESPONSE']._serialized_start=886
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1211
-  _globals['_GETMODELINFORESPONSE_TRAININGMETRICSENTRY']._serialized_start=1157
-  _globals['_GETMODELINFORESPONSE_TRAININGMETRICSENTRY']._serialized_end=1211
-  _globals['_VAESERVICE']._serialized_start=1270
-  _globals['_VAESERVICE']._serialized_end=1600
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1244
+  _globals['_GETMODELINFORESPONSE_TRAININGMETRICSENTRY']._serialized_start=1190
+  _globals['_GETMODELINFORESPONSE_TRAININGMETRICSENTRY']._serialized_end=1244
+  _globals['_ENDPOINT']._serialized_start=1246
+  _globals['_ENDPOINT']._serialized_end=1332
+  _globals['_INTERPOLATEREQUEST']._serialized_start=1334
+  _globals['_INTERPOLATEREQUEST']._serialized_end=1461
+  _globals['_INTERPOLATERESPONSE']._serialized_start=1463
+  _globals['_INTERPOLATERESPONSE']._serialized_end=1572
+  _globals['_VARIATIONSREQUEST']._serialized_start=1575
+  _globals['_VARIATIONSREQUEST']._serialized_end=1711
+  _globals['_VARIATIONSRESPONSE']._serialized_start=1713
+  _globals['_VARIATIONSRESPONSE']._serialized_end=1821
+  _globals['_SCOREREQUEST']._serialized_start=1823
+  _globals['_SCOREREQUEST']._serialized_end=1914
+  _globals['_SCORERESPONSE']._serialized_start=1916
+  _globals['_SCORERESPONSE']._serialized_end=1992
+  _globals['_VAESERVICE']._serialized_start=2118
+  _globals['_VAESERVICE']._serialized_end=2643
 # @@protoc_insertion_point(module_scope)

@@ -43,7 +43,11 @@ class _DTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DType.ValueType
     """1 byte per element; images only, 0..255 mapped to [0, 1]."""
 
 class DType(_DType, metaclass=_DTypeEnumTypeWrapper):
-    """Element type of a Tensor's data."""
+    """Element type of a Tensor's data.
+    Released before the contract was linted: its values keep their unprefixed names (renaming
+    them would break clients' code), so buf's prefix rule is waived for this enum alone.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
 
 DTYPE_UNSPECIFIED: DType.ValueType  # 0
 FLOAT32: DType.ValueType  # 1
@@ -51,6 +55,42 @@ FLOAT32: DType.ValueType  # 1
 UINT8: DType.ValueType  # 2
 """1 byte per element; images only, 0..255 mapped to [0, 1]."""
 Global___DType: _TypeAlias = DType  # noqa: Y015
+
+class _Path:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PathEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Path.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PATH_UNSPECIFIED: _Path.ValueType  # 0
+    """The default: PATH_SPHERICAL."""
+    PATH_LINEAR: _Path.ValueType  # 1
+    """The straight line: start + t (end - start)."""
+    PATH_SPHERICAL: _Path.ValueType  # 2
+    """The direction moves along the great circle of the unit sphere (slerp, evenly in angle)
+    while the norm goes linearly from |start| to |end|: the path keeps to the shell where a
+    Gaussian prior puts its mass instead of cutting through the middle. Where the direction
+    is undefined it is PATH_LINEAR: an endpoint at the origin, or both pointing the same
+    way. Endpoints pointing opposite ways have no single great circle: the path turns
+    towards the unit axis least aligned with start (the first such axis on a tie).
+    """
+
+class Path(_Path, metaclass=_PathEnumTypeWrapper):
+    """The way an interpolation goes from one latent point to the other."""
+
+PATH_UNSPECIFIED: Path.ValueType  # 0
+"""The default: PATH_SPHERICAL."""
+PATH_LINEAR: Path.ValueType  # 1
+"""The straight line: start + t (end - start)."""
+PATH_SPHERICAL: Path.ValueType  # 2
+"""The direction moves along the great circle of the unit sphere (slerp, evenly in angle)
+while the norm goes linearly from |start| to |end|: the path keeps to the shell where a
+Gaussian prior puts its mass instead of cutting through the middle. Where the direction
+is undefined it is PATH_LINEAR: an endpoint at the origin, or both pointing the same
+way. Endpoints pointing opposite ways have no single great circle: the path turns
+towards the unit axis least aligned with start (the first such axis on a tie).
+"""
+Global___Path: _TypeAlias = Path  # noqa: Y015
 
 @_typing.final
 class Tensor(_message.Message):
@@ -373,15 +413,22 @@ class GetModelInfoResponse(_message.Message):
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
     ENCODER_SHA256_FIELD_NUMBER: _builtins.int
     DECODER_SHA256_FIELD_NUMBER: _builtins.int
+    MAX_INTERPOLATION_STEPS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     latent_dim: _builtins.int
     max_request_rows: _builtins.int
-    """Largest count / N accepted by one request."""
+    """Largest count / N accepted by one request; for Variations and Score, the rows run:
+    N x count and N x samples.
+    """
     max_batch_size: _builtins.int
     """Largest number of rows the server runs in one onnxruntime call."""
     encoder_sha256: _builtins.str
     decoder_sha256: _builtins.str
+    max_interpolation_steps: _builtins.int
+    """Largest `steps` of one Interpolate request (each step is one decoded row, so this is
+    never above max_request_rows).
+    """
     @_builtins.property
     def image_shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -400,11 +447,260 @@ class GetModelInfoResponse(_message.Message):
         max_batch_size: _builtins.int = ...,
         encoder_sha256: _builtins.str = ...,
         decoder_sha256: _builtins.str = ...,
+        max_interpolation_steps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoder_sha256", b"decoder_sha256", "encoder_sha256", b"encoder_sha256", "image_shape", b"image_shape", "latent_dim", b"latent_dim", "max_batch_size", b"max_batch_size", "max_request_rows", b"max_request_rows", "name", b"name", "training_metrics", b"training_metrics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoder_sha256", b"decoder_sha256", "encoder_sha256", b"encoder_sha256", "image_shape", b"image_shape", "latent_dim", b"latent_dim", "max_batch_size", b"max_batch_size", "max_interpolation_steps", b"max_interpolation_steps", "max_request_rows", b"max_request_rows", "name", b"name", "training_metrics", b"training_metrics", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetModelInfoResponse: _TypeAlias = GetModelInfoResponse  # noqa: Y015
+
+@_typing.final
+class Endpoint(_message.Message):
+    """One end of an interpolation: a latent point, or an image whose posterior mean is the point.
+    Exactly one must be set. As with any oneof, a message whose bytes carry both is read as the
+    last one on the wire (protobuf's merge rule), so a server cannot see the first.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATENT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def latent(self) -> Global___Tensor:
+        """(latent_dim) or (1, latent_dim) FLOAT32, finite, within ±1e4."""
+
+    @_builtins.property
+    def image(self) -> Global___Tensor:
+        """One image: (784), (28, 28), (1, 784) or (1, 28, 28); FLOAT32 in [0, 1] or UINT8."""
+
+    def __init__(
+        self,
+        *,
+        latent: Global___Tensor | None = ...,
+        image: Global___Tensor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "latent", b"latent", "point", b"point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "latent", b"latent", "point", b"point"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_point: _TypeAlias = _typing.Literal["latent", "image"]  # noqa: Y015
+    _WhichOneofArgType_point: _TypeAlias = _typing.Literal["point", b"point"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_point) -> _WhichOneofReturnType_point | None: ...
+
+Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
+
+@_typing.final
+class InterpolateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    steps: _builtins.int
+    """Points on the path, start and end included; 2..max_interpolation_steps (GetModelInfo)."""
+    path: Global___Path.ValueType
+    @_builtins.property
+    def start(self) -> Global___Endpoint: ...
+    @_builtins.property
+    def end(self) -> Global___Endpoint: ...
+    def __init__(
+        self,
+        *,
+        start: Global___Endpoint | None = ...,
+        end: Global___Endpoint | None = ...,
+        steps: _builtins.int = ...,
+        path: Global___Path.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "path", b"path", "start", b"start", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InterpolateRequest: _TypeAlias = InterpolateRequest  # noqa: Y015
+
+@_typing.final
+class InterpolateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    LATENTS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    @_builtins.property
+    def images(self) -> Global___Tensor:
+        """(steps, 28, 28) FLOAT32 in [0, 1]."""
+
+    @_builtins.property
+    def latents(self) -> Global___Tensor:
+        """(steps, latent_dim) FLOAT32 at t = i / (steps - 1); the first and last rows are the
+        endpoints' latent points exactly.
+        """
+
+    def __init__(
+        self,
+        *,
+        images: Global___Tensor | None = ...,
+        latents: Global___Tensor | None = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "latents", b"latents"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "latents", b"latents", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InterpolateResponse: _TypeAlias = InterpolateResponse  # noqa: Y015
+
+@_typing.final
+class VariationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Variations of each image, 1 or more; N x count must be at most max_request_rows."""
+    temperature: _builtins.float
+    """Scales the posterior's standard deviation; 1.0 when unset, 0 (the posterior mean) up to
+    100.
+    """
+    seed: _builtins.int
+    """Seed of the noise. Set: the response is bitwise repeatable; the latents are
+      eps = numpy.random.default_rng(seed).standard_normal((N, count, latent_dim), dtype=float32)
+      latents = mean[:, None] + temperature * numpy.exp(0.5 * log_variance)[:, None] * eps
+    in float32, with mean and log_variance as Encode returns them. Unset: fresh noise.
+    """
+    @_builtins.property
+    def images(self) -> Global___Tensor:
+        """(N, 784) or (N, 28, 28); FLOAT32 in [0, 1] or UINT8."""
+
+    def __init__(
+        self,
+        *,
+        images: Global___Tensor | None = ...,
+        count: _builtins.int = ...,
+        temperature: _builtins.float | None = ...,
+        seed: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "images", b"images", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "count", b"count", "images", b"images", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___VariationsRequest: _TypeAlias = VariationsRequest  # noqa: Y015
+
+@_typing.final
+class VariationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    LATENTS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    @_builtins.property
+    def images(self) -> Global___Tensor:
+        """(N, count, 28, 28) FLOAT32 in [0, 1]."""
+
+    @_builtins.property
+    def latents(self) -> Global___Tensor:
+        """(N, count, latent_dim) FLOAT32: the posterior draws decoded."""
+
+    def __init__(
+        self,
+        *,
+        images: Global___Tensor | None = ...,
+        latents: Global___Tensor | None = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "latents", b"latents"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "latents", b"latents", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariationsResponse: _TypeAlias = VariationsResponse  # noqa: Y015
+
+@_typing.final
+class ScoreRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    samples: _builtins.int
+    """K, the posterior draws per image, 1 or more; N x samples must be at most
+    max_request_rows. The importance-weighted bound tightens as K grows.
+    """
+    seed: _builtins.int
+    """Seed of the draws, as in VariationsRequest.seed with count = samples and temperature 1.
+    Set: the response is bitwise repeatable. Unset: fresh noise.
+    """
+    @_builtins.property
+    def images(self) -> Global___Tensor:
+        """(N, 784) or (N, 28, 28); FLOAT32 in [0, 1] or UINT8 (pixels are Bernoulli targets)."""
+
+    def __init__(
+        self,
+        *,
+        images: Global___Tensor | None = ...,
+        samples: _builtins.int = ...,
+        seed: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images", b"images", "seed", b"seed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images", b"images", "samples", b"samples", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+
+Global___ScoreRequest: _TypeAlias = ScoreRequest  # noqa: Y015
+
+@_typing.final
+class ScoreResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ELBO_FIELD_NUMBER: _builtins.int
+    LOG_LIKELIHOOD_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    @_builtins.property
+    def elbo(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per image, in nats: the evidence lower bound, the mean over the K draws z_k of
+        log p(x | z_k) minus the analytic KL(q(z | x) || N(0, I)).
+        """
+
+    @_builtins.property
+    def log_likelihood(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per image, in nats: the importance-weighted bound on log p(x),
+        log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x); it approaches log p(x) as K grows.
+        """
+
+    def __init__(
+        self,
+        *,
+        elbo: _abc.Iterable[_builtins.float] | None = ...,
+        log_likelihood: _abc.Iterable[_builtins.float] | None = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elbo", b"elbo", "log_likelihood", b"log_likelihood", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreResponse: _TypeAlias = ScoreResponse  # noqa: Y015

@@ -59,6 +59,21 @@ class VAEServiceStub:
                 request_serializer=vae_dot_v1_dot_vae__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=vae_dot_v1_dot_vae__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.Interpolate = channel.unary_unary(
+                '/vae.v1.VAEService/Interpolate',
+                request_serializer=vae_dot_v1_dot_vae__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=vae_dot_v1_dot_vae__pb2.InterpolateResponse.FromString,
+                _registered_method=True)
+        self.Variations = channel.unary_unary(
+                '/vae.v1.VAEService/Variations',
+                request_serializer=vae_dot_v1_dot_vae__pb2.VariationsRequest.SerializeToString,
+                response_deserializer=vae_dot_v1_dot_vae__pb2.VariationsResponse.FromString,
+                _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/vae.v1.VAEService/Score',
+                request_serializer=vae_dot_v1_dot_vae__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=vae_dot_v1_dot_vae__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class VAEServiceServicer:
@@ -99,6 +114,27 @@ class VAEServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interpolate(self, request, context):
+        """Decode evenly spaced points on a path between two latent points or images.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Variations(self, request, context):
+        """Decode draws from each image's posterior: digits like it, as close as `temperature` says.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Score(self, request, context):
+        """How likely the model finds each image: its ELBO and importance-weighted bound, in nats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VAEServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +162,21 @@ def add_VAEServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=vae_dot_v1_dot_vae__pb2.GetModelInfoRequest.FromString,
                     response_serializer=vae_dot_v1_dot_vae__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'Interpolate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interpolate,
+                    request_deserializer=vae_dot_v1_dot_vae__pb2.InterpolateRequest.FromString,
+                    response_serializer=vae_dot_v1_dot_vae__pb2.InterpolateResponse.SerializeToString,
+            ),
+            'Variations': grpc.unary_unary_rpc_method_handler(
+                    servicer.Variations,
+                    request_deserializer=vae_dot_v1_dot_vae__pb2.VariationsRequest.FromString,
+                    response_serializer=vae_dot_v1_dot_vae__pb2.VariationsResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=vae_dot_v1_dot_vae__pb2.ScoreRequest.FromString,
+                    response_serializer=vae_dot_v1_dot_vae__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +314,87 @@ class VAEService:
             '/vae.v1.VAEService/GetModelInfo',
             vae_dot_v1_dot_vae__pb2.GetModelInfoRequest.SerializeToString,
             vae_dot_v1_dot_vae__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interpolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vae.v1.VAEService/Interpolate',
+            vae_dot_v1_dot_vae__pb2.InterpolateRequest.SerializeToString,
+            vae_dot_v1_dot_vae__pb2.InterpolateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Variations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vae.v1.VAEService/Variations',
+            vae_dot_v1_dot_vae__pb2.VariationsRequest.SerializeToString,
+            vae_dot_v1_dot_vae__pb2.VariationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vae.v1.VAEService/Score',
+            vae_dot_v1_dot_vae__pb2.ScoreRequest.SerializeToString,
+            vae_dot_v1_dot_vae__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

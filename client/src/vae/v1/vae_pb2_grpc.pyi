@@ -52,6 +52,12 @@ class VAEServiceStub:
     """Decode latent points into images."""
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_vae_pb2.GetModelInfoRequest, _vae_pb2.GetModelInfoResponse]
     """Describe the model being served."""
+    Interpolate: _grpc.UnaryUnaryMultiCallable[_vae_pb2.InterpolateRequest, _vae_pb2.InterpolateResponse]
+    """Decode evenly spaced points on a path between two latent points or images."""
+    Variations: _grpc.UnaryUnaryMultiCallable[_vae_pb2.VariationsRequest, _vae_pb2.VariationsResponse]
+    """Decode draws from each image's posterior: digits like it, as close as `temperature` says."""
+    Score: _grpc.UnaryUnaryMultiCallable[_vae_pb2.ScoreRequest, _vae_pb2.ScoreResponse]
+    """How likely the model finds each image: its ELBO and importance-weighted bound, in nats."""
 
 @_typing.type_check_only
 class VAEServiceAsyncStub(VAEServiceStub):
@@ -66,6 +72,12 @@ class VAEServiceAsyncStub(VAEServiceStub):
     """Decode latent points into images."""
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_vae_pb2.GetModelInfoRequest, _vae_pb2.GetModelInfoResponse]  # type: ignore[assignment]
     """Describe the model being served."""
+    Interpolate: _aio.UnaryUnaryMultiCallable[_vae_pb2.InterpolateRequest, _vae_pb2.InterpolateResponse]  # type: ignore[assignment]
+    """Decode evenly spaced points on a path between two latent points or images."""
+    Variations: _aio.UnaryUnaryMultiCallable[_vae_pb2.VariationsRequest, _vae_pb2.VariationsResponse]  # type: ignore[assignment]
+    """Decode draws from each image's posterior: digits like it, as close as `temperature` says."""
+    Score: _aio.UnaryUnaryMultiCallable[_vae_pb2.ScoreRequest, _vae_pb2.ScoreResponse]  # type: ignore[assignment]
+    """How likely the model finds each image: its ELBO and importance-weighted bound, in nats."""
 
 class VAEServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -107,5 +119,29 @@ class VAEServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vae_pb2.GetModelInfoResponse, _abc.Awaitable[_vae_pb2.GetModelInfoResponse]]:
         """Describe the model being served."""
+
+    @_abc_1.abstractmethod
+    def Interpolate(
+        self,
+        request: _vae_pb2.InterpolateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vae_pb2.InterpolateResponse, _abc.Awaitable[_vae_pb2.InterpolateResponse]]:
+        """Decode evenly spaced points on a path between two latent points or images."""
+
+    @_abc_1.abstractmethod
+    def Variations(
+        self,
+        request: _vae_pb2.VariationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vae_pb2.VariationsResponse, _abc.Awaitable[_vae_pb2.VariationsResponse]]:
+        """Decode draws from each image's posterior: digits like it, as close as `temperature` says."""
+
+    @_abc_1.abstractmethod
+    def Score(
+        self,
+        request: _vae_pb2.ScoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vae_pb2.ScoreResponse, _abc.Awaitable[_vae_pb2.ScoreResponse]]:
+        """How likely the model finds each image: its ELBO and importance-weighted bound, in nats."""
 
 def add_VAEServiceServicer_to_server(servicer: VAEServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
