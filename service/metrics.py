@@ -44,6 +44,8 @@ class GraphMetrics:
     batch_size: Histogram
     queue_wait_seconds: Histogram
     inference_seconds: Histogram
+    # The batcher sets the function it is read from at scrape time (`set_function`).
+    queue_depth: Gauge
 
 
 class Metrics:
@@ -128,16 +130,13 @@ class Metrics:
             handled=handled,
         )
 
-    def graph(self, graph: str, queued_rows: Callable[[], float]) -> GraphMetrics:
-        """The cached label children for one graph's batcher.
-
-        The queue depth is read from `queued_rows` at scrape time, so enqueueing costs nothing.
-        """
-        self.queue_depth.labels(graph).set_function(queued_rows)
+    def graph(self, graph: str) -> GraphMetrics:
+        """The cached label children for one graph's batcher."""
         return GraphMetrics(
             batch_size=self.batch_size.labels(graph),
             queue_wait_seconds=self.queue_wait_seconds.labels(graph),
             inference_seconds=self.inference_seconds.labels(graph),
+            queue_depth=self.queue_depth.labels(graph),
         )
 
     def set_model(self, name: str, version: str) -> None:

@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 from vae.v1 import vae_pb2
 
-from service.batching import Batcher
+from service.batching import Batcher, BatchPolicySettings
 from service.config import Config, ConfigError
 from service.errors import InvalidArgument
 from service.instrumentation import Handler, InFlightRequests, instrumented
@@ -176,11 +176,9 @@ class Service:
                 graph,
                 max_batch_size=config.max_batch_size,
                 max_queue_rows=config.max_queue,
-                max_delay_ms=config.max_delay_ms,
-                metrics=lambda batcher: metrics.graph(
-                    batcher.name, lambda: batcher.queued_rows
-                ),
-                requests_in_flight=lambda: self.requests.count,
+                policy=BatchPolicySettings(max_delay_seconds=config.max_delay_ms / 1000),
+                load=self.requests,
+                metrics=metrics.graph(graph),
             )
             for graph in ("encoder", "decoder")
         }

@@ -2,8 +2,10 @@
 
 The graphs here are small numpy functions with a gate, so a test can hold the worker busy while
 it queues requests and then see exactly which batches ran. Requests come from caller threads,
-as gRPC's handler threads send them. (The real ONNX graphs are batched in test_determinism.py
-and the end-to-end tests.)
+as gRPC's handler threads send them. Where a batch is held open, the batcher runs on a fake
+clock, so the hold ends when the test moves time or by the policy's other rules, never by the
+machine's speed. (The policy's decisions themselves are tested in test_batching_policy.py; the
+real ONNX graphs are batched in test_determinism.py and the end-to-end tests.)
 """
 
 import contextlib
@@ -17,9 +19,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.batching import Batcher, BatcherStopped
+from service.batching import Batcher, BatcherStopped, BatchPolicySettings
 from service.errors import CallerGone, DeadlineExpired, QueueFull, ShuttingDown
-from service.metrics import Metrics
+from service.metrics import GraphMetrics, Metrics
+from tests.fake_clock import FakeClock
 
 # Stand-ins for gRPC's handler threads.
 CALLERS = ThreadPoolExecutor(64, thread_name_prefix="caller")
@@ -65,15 +68,45 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.001)
 
 
+class CallsInFlight:
+    """The calls in the server, as the batcher reads them (the service's InFlightRequests)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+# Under load from the first arrival that finds company; a held batch waits at most 0.2 s of
+# its clock, 0.05 s once arrivals pause. On a FakeClock a held batch goes once the test moves
+# time past its hold: the worker, having waited in real time for what remained of the hold,
+# reads the clock again.
+HOLDING = BatchPolicySettings(max_delay_seconds=0.2, load_weight=1.0)
+
+
 @contextlib.contextmanager
-def running(**settings: Any) -> Iterator[Batcher]:
+def running(
+    *,
+    max_batch_size: int,
+    max_queue_rows: int,
+    policy: BatchPolicySettings | None = None,
+    calls: CallsInFlight | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    metrics: GraphMetrics | None = None,
+) -> Iterator[Batcher]:
     """A started batcher named "g", closed at the end.
 
     Unless a test says otherwise, the server has other calls in flight, so requests go to the
-    worker thread (a lone caller's requests run on its own thread; they have their own tests).
+    worker thread (a lone caller's requests run on its own thread; they have their own tests),
+    and batches are never held open.
     """
-    settings.setdefault("requests_in_flight", lambda: 2)
-    batcher = Batcher("g", **settings)
+    batcher = Batcher(
+        "g",
+        max_batch_size=max_batch_size,
+        max_queue_rows=max_queue_rows,
+        policy=policy or BatchPolicySettings(),
+        load=calls or CallsInFlight(2),
+        metrics=metrics,
+        clock=clock,
+    )
     batcher.start()
     try:
         yield batcher
@@ -101,6 +134,12 @@ def outcomes_of(futures: list[Future[Any]]) -> list[Any]:
 def together(futures: list[Future[Any]]) -> list[Any]:
     """Every result, once all are in."""
     return [f.result(timeout=30) for f in futures]
+
+
+def one_after_another(batcher: Batcher, graph: Any, *arrays: np.ndarray) -> list[Any]:
+    """Each array run through the batcher from a caller thread, the next sent once the last
+    has returned; every result."""
+    return [CALLERS.submit(batcher.run, graph, array).result(timeout=30) for array in arrays]
 
 
 HOLDING_ROW = rows(1000, 1)
@@ -132,11 +171,14 @@ def assert_doubled(result: list[np.ndarray], inputs: np.ndarray) -> None:
 
 def test_a_lone_request_runs_at_once_even_with_a_long_max_delay() -> None:
     graph = GatedGraph()
-    with running(max_batch_size=8, max_queue_rows=64, max_delay_ms=600_000,
-                 requests_in_flight=lambda: 1) as b:
-        for i in range(5):  # one after another: never any company
-            assert_doubled(b.run(graph, rows(i, 1)), rows(i, 1))
+    inputs = [rows(i, 1) for i in range(5)]
+    # Held, a request would wait 150 s for arrivals to pause, past one_after_another's 30 s.
+    with running(max_batch_size=8, max_queue_rows=64, calls=CallsInFlight(1),
+                 policy=BatchPolicySettings(max_delay_seconds=600)) as b:
+        results = one_after_another(b, graph, *inputs)  # never any company
     assert graph.batch_sizes == [1] * 5
+    for result, array in zip(results, inputs, strict=True):
+        assert_doubled(result, array)
 
 
 def test_requests_queued_while_the_worker_is_busy_form_full_batches() -> None:
@@ -166,23 +208,18 @@ def test_a_partial_batch_runs_when_the_worker_frees_up() -> None:
 
 def test_other_calls_in_the_server_count_as_load_but_a_lone_caller_never_waits() -> None:
     """Requests that never meet in the batcher still show the load through the calls in
-    flight in the server."""
+    flight in the server: with company there, a lone arrival waits for others to join it."""
 
-    def scenario(in_flight: int, then_together: int) -> list[int]:
+    def scenario(in_flight: int) -> list[int]:
         graph = GatedGraph()
-        with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200,
-                     requests_in_flight=lambda: in_flight) as b:
-            started = time.monotonic()
-            for i in range(8):  # one after another
-                b.run(graph, rows(i, 1))
-            if in_flight == 1:
-                assert time.monotonic() - started < 0.2  # never held for max_delay
-            # With company in the server, a lone arrival now waits for others to join.
-            together(submit(b, graph, *[rows(i, 1) for i in range(then_together)]))
+        # Time stands still: a held batch goes only once it is full.
+        with running(max_batch_size=3, max_queue_rows=64, policy=HOLDING, clock=FakeClock(),
+                     calls=CallsInFlight(in_flight)) as b:
+            together(submit(b, graph, *[rows(i, 1) for i in range(3)]))
         return graph.batch_sizes
 
-    assert scenario(in_flight=1, then_together=0) == [1] * 8
-    assert scenario(in_flight=32, then_together=3)[-1] == 3
+    assert scenario(in_flight=1) == [1, 1, 1]
+    assert scenario(in_flight=32) == [3]
 
 
 def test_a_lone_small_request_runs_on_its_own_thread_and_anything_else_on_the_worker() -> None:
@@ -192,7 +229,7 @@ def test_a_lone_small_request_runs_on_its_own_thread_and_anything_else_on_the_wo
     def scenario(in_flight: int, count: int) -> str:
         graph = GatedGraph()
         with running(max_batch_size=64, max_queue_rows=256,
-                     requests_in_flight=lambda: in_flight) as b:
+                     calls=CallsInFlight(in_flight)) as b:
             assert_doubled(b.run(graph, rows(0, count)), rows(0, count))
         (thread,) = graph.threads
         return thread
@@ -206,77 +243,77 @@ def test_a_lone_small_request_runs_on_its_own_thread_and_anything_else_on_the_wo
 
 def test_a_lone_request_split_across_batches_runs_every_piece_on_the_worker() -> None:
     graph = GatedGraph()
-    with running(max_batch_size=2, max_queue_rows=64, requests_in_flight=lambda: 1) as b:
+    with running(max_batch_size=2, max_queue_rows=64, calls=CallsInFlight(1)) as b:
         assert_doubled(b.run(graph, rows(0, 5)), rows(0, 5))
     assert (graph.batch_sizes, set(graph.threads)) == ([2, 2, 1], {"batcher-g"})
 
 
-def test_under_load_a_partial_batch_waits_up_to_max_delay_to_fill() -> None:
+def test_under_load_a_partial_batch_is_held_until_its_time_is_up() -> None:
     graph = GatedGraph()
-    with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=200) as b:
-        # Many callers: arrivals find company, so the batcher counts as loaded.
-        together(submit(b, graph, *[rows(i, 1) for i in range(20)]))
-        before = len(graph.batches)
-        together(submit(b, graph, *[rows(i, 1) for i in range(6)]))
-    assert graph.batch_sizes[before:] == [6]
+    clock = FakeClock()
+    with running(max_batch_size=64, max_queue_rows=256, policy=HOLDING, clock=clock) as b:
+        futures = submit(b, graph, *[rows(i, 1) for i in range(6)])
+        assert b.queued_rows == 6
+        clock.advance(0.2)  # the hold's end, whichever rule set it
+        together(futures)
+    assert graph.batch_sizes == [6]
 
 
-def test_under_load_a_partial_batch_closes_early_once_arrivals_pause() -> None:
-    graph = GatedGraph()
-    # Arrivals pausing for a quarter of max_delay (1 s) close the batch, not max_delay.
-    with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=4000) as b:
-        together(submit(b, graph, *[rows(i, 1) for i in range(20)]))
-        started = time.monotonic()
-        together(submit(b, graph, *[rows(i, 1) for i in range(6)]))
-        assert time.monotonic() - started < 3.5
-    assert graph.batch_sizes[-1] == 6
+GROUP = [rows(i, 1) for i in range(20)]
+
+
+def learn_a_group_of_20(batcher: Batcher, graph: GatedGraph, clock: FakeClock) -> None:
+    """Batches 1 and 2: 20 callers queue behind a busy worker and their batch closes by
+    waiting (time moves by max_delay, past its hold), so the group's size is 20."""
+    behind_busy_worker(batcher, graph, lambda: submit(batcher, graph, *GROUP),
+                       lambda: clock.advance(2.0))
+    assert graph.batch_sizes == [1, 20]
 
 
 def test_a_held_batch_closes_once_its_group_of_callers_is_back() -> None:
     """Once every request in the server waits in the held batch, and it is as large as the last
-    batch that waited, nobody else is coming: it goes without waiting for a pause. While some
-    other call is still in the server, or the batch is smaller than the group, it waits."""
-    pause = 0.5  # a quarter of max_delay
+    batch that waited, nobody else is coming: it goes without waiting for time to pass. While
+    some other call is still in the server, or the batch is smaller than the group, it waits."""
 
-    def scenario(in_flight_then: int, size: int) -> tuple[int, float]:
+    def scenario(*arrivals: tuple[int, int]) -> list[int]:
+        """After the group is learned, each (calls in flight, requests) arrives in turn; time
+        stands still. The sizes of the batches after the first two."""
         graph = GatedGraph(hold_first=True)
-        in_flight = 20
-        with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
-                     requests_in_flight=lambda: in_flight) as b:
-            # 20 callers queue behind a busy worker; their batch waits out the pause (group 20).
-            behind_busy_worker(b, graph, lambda: submit(b, graph, *[
-                rows(i, 1) for i in range(20)]))
-            assert graph.batch_sizes == [1, 20]
-            in_flight = in_flight_then
-            started = time.monotonic()
-            together(submit(b, graph, *[rows(i, 1) for i in range(size)]))
-            elapsed = time.monotonic() - started
-        return graph.batch_sizes[-1], elapsed
+        clock = FakeClock()
+        calls = CallsInFlight(20)
+        with running(max_batch_size=64, max_queue_rows=256, clock=clock, calls=calls,
+                     policy=BatchPolicySettings(max_delay_seconds=2.0)) as b:
+            learn_a_group_of_20(b, graph, clock)
+            futures = []
+            for in_flight, count in arrivals:
+                calls.count = in_flight
+                futures += submit(b, graph, *GROUP[:count])
+            together(futures)  # a batch still held fails this: time never moves
+        return graph.batch_sizes[2:]
 
-    size, elapsed = scenario(in_flight_then=20, size=20)
-    assert size == 20 and elapsed < pause / 2
-    size, elapsed = scenario(in_flight_then=21, size=20)  # one call not back yet
-    assert size == 20 and elapsed >= pause * 0.9
-    size, elapsed = scenario(in_flight_then=10, size=10)  # half the group
-    assert size == 10 and elapsed >= pause * 0.9
+    assert scenario((20, 20)) == [20]
+    # One call not back yet: held; it comes back and joins.
+    assert scenario((21, 20), (21, 1)) == [21]
+    # Half the group: held; the other half comes back and joins.
+    assert scenario((10, 10), (20, 10)) == [20]
 
 
 def test_one_batch_in_eight_waits_even_when_its_group_is_back_so_a_larger_group_is_seen() -> None:
-    pause = 0.5  # a quarter of max_delay
     graph = GatedGraph(hold_first=True)
-    with running(max_batch_size=64, max_queue_rows=256, max_delay_ms=2000,
-                 requests_in_flight=lambda: 20) as b:
-        behind_busy_worker(b, graph, lambda: submit(b, graph, *[
-            rows(i, 1) for i in range(20)]))  # batches 1 and 2; the group is 20
-        times = []
-        for _ in range(7):  # batches 3 to 9
-            started = time.monotonic()
-            together(submit(b, graph, *[rows(i, 1) for i in range(20)]))
-            times.append(time.monotonic() - started)
-    assert graph.batch_sizes == [1] + [20] * 8
-    *went_at_once, waited = times
-    assert max(went_at_once) < pause / 2
-    assert waited >= pause * 0.9
+    clock = FakeClock()
+    calls = CallsInFlight(20)
+    with running(max_batch_size=64, max_queue_rows=256, clock=clock, calls=calls,
+                 policy=BatchPolicySettings(max_delay_seconds=2.0)) as b:
+        learn_a_group_of_20(b, graph, clock)
+        for _ in range(6):  # batches 3 to 8 go as soon as the group is back
+            together(submit(b, graph, *GROUP))
+        # Batch 9 waits although the group is back: a 21st caller still joins it.
+        ninth = submit(b, graph, *GROUP)
+        calls.count = 21
+        ninth += submit(b, graph, rows(20, 1))
+        clock.advance(2.0)  # max_delay: the hold is over
+        together(ninth)
+    assert graph.batch_sizes == [1] + [20] * 7 + [21]
 
 
 def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
@@ -362,7 +399,7 @@ def test_a_request_whose_deadline_passes_while_it_runs_returns_at_its_deadline()
 
 def test_a_lone_request_whose_deadline_already_passed_is_not_run() -> None:
     graph = GatedGraph()
-    with running(max_batch_size=8, max_queue_rows=64, requests_in_flight=lambda: 1) as b:
+    with running(max_batch_size=8, max_queue_rows=64, calls=CallsInFlight(1)) as b:
         with pytest.raises(DeadlineExpired, match="not run"):
             b.run(graph, rows(0, 1), deadline=time.monotonic() - 0.001)
         assert_doubled(b.run(graph, rows(1, 1), deadline=time.monotonic() + 60), rows(1, 1))
@@ -403,7 +440,8 @@ def test_a_full_queue_refuses_at_once_counting_rows_not_requests() -> None:
 
 def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     graph = GatedGraph(hold_first=True)
-    batcher = Batcher("g", max_batch_size=8, max_queue_rows=64, requests_in_flight=lambda: 2)
+    batcher = Batcher("g", max_batch_size=8, max_queue_rows=64,
+                      policy=BatchPolicySettings(), load=CallsInFlight(2))
     batcher.start()
     queued: list[Future[Any]] = []
     closing: list[Future[None]] = []
@@ -428,8 +466,7 @@ def test_batch_metrics_count_rows_per_run() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     graph = GatedGraph(hold_first=True)
-    settings = {"metrics": lambda b: metrics.graph(b.name, lambda: b.queued_rows)}
-    with running(max_batch_size=8, max_queue_rows=64, **settings) as b:
+    with running(max_batch_size=8, max_queue_rows=64, metrics=metrics.graph("g")) as b:
 
         def five_rows_wait() -> None:
             assert registry.get_sample_value("vae_queue_depth", {"graph": "g"}) == 5
