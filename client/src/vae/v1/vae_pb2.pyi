@@ -130,6 +130,7 @@ class SampleRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     RETURN_LATENTS_FIELD_NUMBER: _builtins.int
+    OUTPUT_DTYPE_FIELD_NUMBER: _builtins.int
     count: _builtins.int
     """How many images to draw from the prior; 1..max_sample_count (GetModelInfo)."""
     seed: _builtins.int
@@ -138,6 +139,10 @@ class SampleRequest(_message.Message):
     """Scales the prior's standard deviation; 1.0 when unset, must be > 0 and at most 100."""
     return_latents: _builtins.bool
     """Also return the latent points that were decoded."""
+    output_dtype: Global___DType.ValueType
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized.
+    """
     def __init__(
         self,
         *,
@@ -145,10 +150,11 @@ class SampleRequest(_message.Message):
         seed: _builtins.int | None = ...,
         temperature: _builtins.float | None = ...,
         return_latents: _builtins.bool = ...,
+        output_dtype: Global___DType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "count", b"count", "return_latents", b"return_latents", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "count", b"count", "output_dtype", b"output_dtype", "return_latents", b"return_latents", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -171,7 +177,7 @@ class SampleResponse(_message.Message):
     model_version: _builtins.str
     @_builtins.property
     def images(self) -> Global___Tensor:
-        """(count, 28, 28) FLOAT32 in [0, 1]."""
+        """(count, 28, 28) in output_dtype: FLOAT32 in [0, 1] or UINT8."""
 
     @_builtins.property
     def latents(self) -> Global___Tensor:
@@ -263,8 +269,13 @@ class ReconstructRequest(_message.Message):
 
     IMAGES_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    OUTPUT_DTYPE_FIELD_NUMBER: _builtins.int
     seed: _builtins.int
     """Unset: decode the posterior mean. Set: decode a posterior sample drawn with this seed."""
+    output_dtype: Global___DType.ValueType
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized.
+    """
     @_builtins.property
     def images(self) -> Global___Tensor:
         """(N, 784) or (N, 28, 28); FLOAT32 in [0, 1] or UINT8."""
@@ -274,10 +285,11 @@ class ReconstructRequest(_message.Message):
         *,
         images: Global___Tensor | None = ...,
         seed: _builtins.int | None = ...,
+        output_dtype: Global___DType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images", b"images", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images", b"images", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images", b"images", "output_dtype", b"output_dtype", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -295,7 +307,7 @@ class ReconstructResponse(_message.Message):
     model_version: _builtins.str
     @_builtins.property
     def images(self) -> Global___Tensor:
-        """Same shape as the request's images, FLOAT32 in [0, 1]."""
+        """Same shape as the request's images, in output_dtype."""
 
     @_builtins.property
     def reconstruction_error(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -323,6 +335,11 @@ class DecodeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LATENTS_FIELD_NUMBER: _builtins.int
+    OUTPUT_DTYPE_FIELD_NUMBER: _builtins.int
+    output_dtype: Global___DType.ValueType
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized.
+    """
     @_builtins.property
     def latents(self) -> Global___Tensor:
         """(N, latent_dim) FLOAT32, finite, within ±1e4."""
@@ -331,10 +348,11 @@ class DecodeRequest(_message.Message):
         self,
         *,
         latents: Global___Tensor | None = ...,
+        output_dtype: Global___DType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latents", b"latents"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["latents", b"latents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latents", b"latents", "output_dtype", b"output_dtype"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -349,7 +367,7 @@ class DecodeResponse(_message.Message):
     model_version: _builtins.str
     @_builtins.property
     def images(self) -> Global___Tensor:
-        """(N, 28, 28) FLOAT32 in [0, 1]."""
+        """(N, 28, 28) in output_dtype."""
 
     def __init__(
         self,
@@ -500,9 +518,14 @@ class InterpolateRequest(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
+    OUTPUT_DTYPE_FIELD_NUMBER: _builtins.int
     steps: _builtins.int
     """Points on the path, start and end included; 2..max_interpolation_steps (GetModelInfo)."""
     path: Global___Path.ValueType
+    output_dtype: Global___DType.ValueType
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized.
+    """
     @_builtins.property
     def start(self) -> Global___Endpoint: ...
     @_builtins.property
@@ -514,10 +537,11 @@ class InterpolateRequest(_message.Message):
         end: Global___Endpoint | None = ...,
         steps: _builtins.int = ...,
         path: Global___Path.ValueType = ...,
+        output_dtype: Global___DType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "path", b"path", "start", b"start", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "output_dtype", b"output_dtype", "path", b"path", "start", b"start", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -533,7 +557,7 @@ class InterpolateResponse(_message.Message):
     model_version: _builtins.str
     @_builtins.property
     def images(self) -> Global___Tensor:
-        """(steps, 28, 28) FLOAT32 in [0, 1]."""
+        """(steps, 28, 28) in output_dtype."""
 
     @_builtins.property
     def latents(self) -> Global___Tensor:
@@ -564,6 +588,7 @@ class VariationsRequest(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    OUTPUT_DTYPE_FIELD_NUMBER: _builtins.int
     count: _builtins.int
     """Variations of each image, 1 or more; N x count must be at most max_request_rows."""
     temperature: _builtins.float
@@ -576,6 +601,10 @@ class VariationsRequest(_message.Message):
       latents = mean[:, None] + temperature * numpy.exp(0.5 * log_variance)[:, None] * eps
     in float32, with mean and log_variance as Encode returns them. Unset: fresh noise.
     """
+    output_dtype: Global___DType.ValueType
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized.
+    """
     @_builtins.property
     def images(self) -> Global___Tensor:
         """(N, 784) or (N, 28, 28); FLOAT32 in [0, 1] or UINT8."""
@@ -587,10 +616,11 @@ class VariationsRequest(_message.Message):
         count: _builtins.int = ...,
         temperature: _builtins.float | None = ...,
         seed: _builtins.int | None = ...,
+        output_dtype: Global___DType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "images", b"images", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "count", b"count", "images", b"images", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "count", b"count", "images", b"images", "output_dtype", b"output_dtype", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -613,7 +643,7 @@ class VariationsResponse(_message.Message):
     model_version: _builtins.str
     @_builtins.property
     def images(self) -> Global___Tensor:
-        """(N, count, 28, 28) FLOAT32 in [0, 1]."""
+        """(N, count, 28, 28) in output_dtype."""
 
     @_builtins.property
     def latents(self) -> Global___Tensor:
