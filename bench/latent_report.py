@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": {"name": info.name, "version": info.version,
                   "encoder_sha256": info.encoder_sha256, "decoder_sha256": info.decoder_sha256,
-                  "training_metrics": dict(info.training_metrics)},
+                  "training_metrics": dict(sorted(info.training_metrics.items()))},
         "settings": {"count_per_kind": len(digits), "seed": args.seed, "samples": list(SAMPLES),
                      "noise": "uniform U(0, 1)", "shuffled": "one permutation per image",
                      "inverted": "1 - x"},
