@@ -7,6 +7,7 @@ try/except here: exceptions travel to service.instrumentation, which maps them t
 in one place.
 """
 
+import threading
 import time
 
 import grpc
@@ -28,9 +29,16 @@ from service.wire import Response, TensorField
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
-    """The caller's deadline as a `time.monotonic()` instant, None when it set none."""
+    """The caller's deadline as a `time.monotonic()` instant, None when it set none.
+
+    grpcio gives a call without a deadline one in its infinite future (time_remaining() near
+    2**63 s, not None), a wait too long for threading to take; a deadline further away than
+    the longest wait threading takes (about 292 years) is therefore none.
+    """
     remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+    if remaining is None or remaining > threading.TIMEOUT_MAX:
+        return None
+    return time.monotonic() + remaining
 
 
 def _seed(
