@@ -17,6 +17,8 @@ FLOOR = "floor"
 THREAD_POOL_FLOOR = "floor, thread pool"
 # The thread-pool floor running each call's graph in its handler.
 REFERENCE = "floor + onnxruntime"
+# Per round, by scenario name: onnxruntime in-process on a latent-space scenario's rows.
+LATENT_IN_PROCESS = "latent_in_process_rows_per_s"
 
 
 def find(results: dict, server: str, scenario: str) -> dict:
@@ -75,18 +77,19 @@ def meets(value: float, goal: float, at_least: bool) -> bool:
     return value >= goal if at_least else value <= goal
 
 
-def combine_rounds(rounds: list[dict]) -> dict:
+def combine_rounds(rounds: list[dict], with_targets: bool = True) -> dict:
     """One result from several rounds: the median of each rate, latency and ratio.
 
     Each round measured everything once, so a target's ratio is taken within a round (from
     figures measured minutes apart at most) and the rounds give its spread on this machine.
+    Without `with_targets` (a run of some scenarios only) no target is checked.
     """
     limits = {graph: {batch: median(r["compute_limit_rows_per_s"][graph][batch] for r in rounds)
                       for batch in by_batch}
               for graph, by_batch in rounds[0]["compute_limit_rows_per_s"].items()}
     rows = [combine_rows([find(r, row["server"], row["scenario"]) for r in rounds])
             for row in rounds[0]["rows"]]
-    per_round = [check_targets(r) for r in rounds]
+    per_round = [check_targets(r) if with_targets else [] for r in rounds]
     targets = []
     for i, first in enumerate(per_round[0]):
         ratios = [round_targets[i]["ratio"] for round_targets in per_round]
@@ -95,7 +98,32 @@ def combine_rounds(rounds: list[dict]) -> dict:
         targets.append({**first, "ratio": value, "rounds": ratios,
                         "met": meets(value, first["goal"], first["at_least"]),
                         "ceiling": None if first["ceiling"] is None else median(ceilings)})
-    return {"compute_limit_rows_per_s": limits, "rows": rows, "targets": targets}
+    return {"compute_limit_rows_per_s": limits, "rows": rows, "targets": targets,
+            **combine_latent(rounds)}
+
+
+def combine_latent(rounds: list[dict]) -> dict:
+    """The latent-space scenarios against onnxruntime in-process on the same rows.
+
+    For each server that ran one: rows/s (calls/s times the rows each call runs, both graphs'
+    added up), the in-process rows/s, and their ratio, taken within each round; the medians
+    over the rounds, and each round's ratio.
+    """
+    in_process = [r.get(LATENT_IN_PROCESS, {}) for r in rounds]
+    latent = []
+    for row in rounds[0]["rows"]:
+        if row["scenario"] not in in_process[0]:
+            continue
+        measured = [find(r, row["server"], row["scenario"])["samples_per_s"] for r in rounds]
+        limits = [figures[row["scenario"]] for figures in in_process]
+        ratios = [m / limit for m, limit in zip(measured, limits, strict=True)]
+        latent.append({"scenario": row["scenario"], "server": row["server"],
+                       "rows": row["rows"], "concurrency": row["concurrency"],
+                       "rows_per_s": median(measured), "in_process_rows_per_s": median(limits),
+                       "ratio": median(ratios), "rounds": ratios})
+    limits_by_name = {name: median(figures[name] for figures in in_process)
+                      for name in in_process[0]}
+    return {LATENT_IN_PROCESS: limits_by_name, "latent": latent}
 
 
 def combine_rows(rows: list[dict]) -> dict:
@@ -131,14 +159,23 @@ def print_table(results: dict) -> None:
     for graph, by_batch in limits.items():
         cells = " | ".join(f"{by_batch[b]:,.0f}" for b in sorted(by_batch, key=int))
         print(f"| {graph} rows/s | {cells} |")
-    print(f"\n| target | ratio (median) | rounds | goal | met | ceiling ({REFERENCE}) |")
-    print("|---|---:|---|---|---|---:|")
+    if results["targets"]:
+        print(f"\n| target | ratio (median) | rounds | goal | met | ceiling ({REFERENCE}) |")
+        print("|---|---:|---|---|---|---:|")
     for target in results["targets"]:
         ceiling = "" if target["ceiling"] is None else f"{target['ceiling']:.2f}"
         rounds = ", ".join(f"{ratio:.2f}" for ratio in target["rounds"])
         goal = f"{'>=' if target['at_least'] else '<='} {target['goal']}"
         print(f"| {target['target']} | {target['ratio']:.2f} | {rounds} | {goal} | "
               f"{'yes' if target['met'] else 'NO'} | {ceiling} |")
+    if results["latent"]:
+        print("\n| latent-space RPC | server | rows/call | rows/s | onnxruntime in-process "
+              "rows/s | service / in-process (median) | rounds |")
+        print("|---|---|---:|---:|---:|---:|---|")
+    for row in results["latent"]:
+        rounds = ", ".join(f"{ratio:.2f}" for ratio in row["rounds"])
+        print(f"| {row['scenario']} | {row['server']} | {row['rows']} | {row['rows_per_s']:,.0f} | "
+              f"{row['in_process_rows_per_s']:,.0f} | {row['ratio']:.2f} | {rounds} |")
 
 
 def _plain_number(value: float, _position: int) -> str:

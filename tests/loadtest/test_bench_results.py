@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, combine_rounds
+from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, check_targets, combine_rounds
 
 SERVERS = (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE)
 SCENARIOS = (("Sample count 1, c=1", 1), ("Sample count 1, c=32", 1),
@@ -87,3 +87,47 @@ def test_rows_sum_counts_and_times_and_take_the_median_rate_and_the_highest_rss(
     assert row["server_peak_rss_mib"] == 350.0
     assert [r["rps"] for r in row["rounds"]] == [100.0, 300.0, 200.0]
     assert combined["compute_limit_rows_per_s"]["decoder"][1024] == 1000.0
+
+
+def latent_round(service_rows_per_s: float, in_process_rows_per_s: float) -> dict:
+    """A round of one latent-space scenario (10 rows a call) on the service alone."""
+    scenario = "Interpolate 8 steps, c=1"
+    row = {
+        "server": "batching on", "scenario": scenario, "rows": 10, "concurrency": 1,
+        "count": 10, "ok": 10, "rps": service_rows_per_s / 10,
+        "samples_per_s": service_rows_per_s, "p50_s": 0.001, "p90_s": 0.001, "p99_s": 0.002,
+        "client_cpu_s": 1.0, "server_cpu_s": 1.0, "wall_s": 1.0, "server_peak_rss_mib": 90.0,
+        "status": {"OK": 10},
+    }
+    return {"compute_limit_rows_per_s": {"decoder": {1: 1.0}, "encoder": {1: 1.0}},
+            "latent_in_process_rows_per_s": {scenario: in_process_rows_per_s}, "rows": [row]}
+
+
+def test_latent_rpcs_are_set_against_onnxruntime_in_process_within_each_round():
+    # Round 2 is slower all round: the ratio stays, and the median ratio is not the ratio of
+    # the medians.
+    rounds = [latent_round(5000, 100_000), latent_round(2000, 50_000),
+              latent_round(6000, 100_000)]
+    combined = combine_rounds(rounds, with_targets=False)
+
+    (latent,) = combined["latent"]
+    assert (latent["scenario"], latent["server"], latent["rows"]) == (
+        "Interpolate 8 steps, c=1", "batching on", 10
+    )
+    assert latent["rounds"] == pytest.approx([0.05, 0.04, 0.06])
+    assert latent["ratio"] == pytest.approx(0.05)
+    assert latent["rows_per_s"] == 5000 and latent["in_process_rows_per_s"] == 100_000
+    assert combined["latent_in_process_rows_per_s"] == {"Interpolate 8 steps, c=1": 100_000}
+    assert combined["targets"] == []
+
+
+def test_rounds_without_latent_scenarios_keep_the_results_format():
+    rounds = [a_round(figures(*[100.0] * 5), figures(*[0.01] * 5), 1000.0)]
+    combined = combine_rounds(rounds)
+
+    assert set(combined) == {"compute_limit_rows_per_s", "rows", "targets",
+                             "latent_in_process_rows_per_s", "latent"}
+    assert combined["latent"] == [] and combined["latent_in_process_rows_per_s"] == {}
+    assert [t["target"] for t in combined["targets"]] == [
+        t["target"] for t in check_targets(rounds[0])
+    ]
