@@ -3,6 +3,7 @@
 import pytest
 
 from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, combine_rounds
+from bench.scenarios import Scenario
 
 SERVERS = (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE)
 SCENARIOS = (("Sample count 1, c=1", 1), ("Sample count 1, c=32", 1),
@@ -87,3 +88,24 @@ def test_rows_sum_counts_and_times_and_take_the_median_rate_and_the_highest_rss(
     assert row["server_peak_rss_mib"] == 350.0
     assert [r["rps"] for r in row["rounds"]] == [100.0, 300.0, 200.0]
     assert combined["compute_limit_rows_per_s"]["decoder"][1024] == 1000.0
+
+
+def test_rows_keep_the_connections_they_were_measured_with():
+    """Rows written before --connections have no such key (one connection); newer ones do."""
+    rounds = [a_round(figures(*[100.0] * 5), figures(*[0.01] * 5), 1000.0) for _ in range(2)]
+    assert "connections" not in combine_rounds(rounds)["rows"][0]
+    for each in rounds:
+        for row in each["rows"]:
+            row["connections"] = 4
+    assert {row["connections"] for row in combine_rounds(rounds)["rows"]} == {4}
+
+
+@pytest.mark.parametrize(
+    ("callers", "requested", "procs", "opened"),
+    [(32, 1, 1, 1), (32, 4, 1, 4), (1, 4, 1, 1), (32, 1, 2, 2), (4, 2, 8, 4)],
+)
+def test_a_scenario_opens_the_connections_asked_for_within_its_callers_and_processes(
+    callers: int, requested: int, procs: int, opened: int
+):
+    config = Scenario("s", "Sample", 1, callers).run_config("127.0.0.1:1", 1.0, procs, requested)
+    assert config.connections == opened
