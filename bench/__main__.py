@@ -21,6 +21,7 @@ round's ratio, so the machine's noise shows. Writes bench/results.json and
 bench/throughput_latency.png; prints a table and the target ratios.
 
     python -m bench [--rounds 5] [--duration 2] [--server-cpus 0] [--client-cpus 1]
+                    [--connections 1]
     python -m bench --scenarios 'Interpolate|Variations|Score' --rounds 1   # some scenarios
 
 With --scenarios only the scenarios whose names match run, on the servers they need; such a
@@ -67,12 +68,15 @@ def cpu_set(text: str) -> set[int]:
 
 
 def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.Namespace) -> dict:
-    run(scenario.run_config(server.target, WARM_UP_S, args.procs))
+    run(scenario.run_config(server.target, WARM_UP_S, args.procs, args.connections))
     with ResourceWatch(server) as watch:
-        report = run(scenario.run_config(server.target, args.duration, args.procs))
+        report = run(
+            scenario.run_config(server.target, args.duration, args.procs, args.connections)
+        )
     row: dict[str, Any] = {
         "server": server.name, "scenario": scenario.name, "method": scenario.method,
         "rows": scenario.rows, "concurrency": scenario.concurrency,
+        "connections": report.config.connections,
         "offered_rps": scenario.rps, "count": report.count,
         "ok": report.ok_count, "rps": report.rps, "samples_per_s": report.rps * scenario.rows,
         "p50_s": report.percentile_s(50), "p90_s": report.percentile_s(90),
@@ -82,7 +86,8 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
         "status": report.status_counts,
     }
     if ghz_available():
-        row["ghz"] = run_ghz(scenario, server.target, args.duration, args.client_cpus)
+        row["ghz"] = run_ghz(scenario, server.target, args.duration, args.client_cpus,
+                             args.connections)
     print(f"  {server.name:19s} {scenario.name:24s} {row['rps']:9,.0f} req/s  "
           f"p50 {row['p50_s'] * 1e3:7.2f} ms  p99 {row['p99_s'] * 1e3:7.2f} ms  "
           f"server cpu {watch.cpu_s / report.total_s:4.0%}  "
@@ -125,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", default="0", help="CPUs the servers are pinned to")
     parser.add_argument("--client-cpus", default="1", help="CPUs the load generator may use")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--connections", type=int, default=1,
+                        help="connections per scenario (at most one per caller, at least one "
+                        "per process): as many as a server has workers, to reach them all")
     parser.add_argument("--intra-op-threads", type=int, default=1,
                         help="onnxruntime threads, for the service and the in-process limit")
     parser.add_argument("--scenarios", metavar="PATTERN",
@@ -180,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"rounds": args.rounds, "duration_s": args.duration,
                      "server_cpus": sorted(server_cpus),
                      "client_cpus": sorted(client_cpus), "procs": args.procs,
+                     "connections": args.connections,
                      "intra_op_threads": args.intra_op_threads,
                      "grpc_environment_of_servers": set_grpc_environment(dict(os.environ))},
         **combined,

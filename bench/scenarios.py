@@ -70,11 +70,17 @@ class Scenario:
                     "samples": self.decoder_rows // self.encoder_rows, "seed": SEED}
         return {"images": tensor(held_out_images(self.rows), "UINT8")}
 
-    def run_config(self, target: str, duration_s: float, procs: int) -> RunConfig:
+    def connections(self, requested: int, procs: int = 1) -> int:
+        """The connections a run opens: as requested, but at least one per load process and
+        at most one per caller (a connection needs a caller to carry anything)."""
+        return min(self.concurrency, max(requested, procs))
+
+    def run_config(self, target: str, duration_s: float, procs: int,
+                   connections: int = 1) -> RunConfig:
         return RunConfig(
             call=f"vae.v1.VAEService.{self.method}", host=target, data=(self.data(),),
             proto=str(PROTO), import_paths=(str(PROTO.parents[2]),), insecure=True,
-            concurrency=self.concurrency, connections=min(self.concurrency, procs),
+            concurrency=self.concurrency, connections=self.connections(connections, procs),
             # "wait": the calls in flight at the end count, rather than as cut errors.
             duration_s=duration_s, duration_stop="wait", timeout_s=30.0,
             procs=min(procs, self.concurrency),

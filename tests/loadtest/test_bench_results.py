@@ -3,6 +3,7 @@
 import pytest
 
 from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, check_targets, combine_rounds
+from bench.scenarios import Scenario
 
 SERVERS = (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE)
 SCENARIOS = (("Sample count 1, c=1", 1), ("Sample count 1, c=32", 1),
@@ -131,3 +132,24 @@ def test_rounds_without_latent_scenarios_keep_the_results_format():
     assert [t["target"] for t in combined["targets"]] == [
         t["target"] for t in check_targets(rounds[0])
     ]
+
+
+def test_rows_keep_the_connections_they_were_measured_with():
+    """Rows written before --connections have no such key (one connection); newer ones do."""
+    rounds = [a_round(figures(*[100.0] * 5), figures(*[0.01] * 5), 1000.0) for _ in range(2)]
+    assert "connections" not in combine_rounds(rounds)["rows"][0]
+    for each in rounds:
+        for row in each["rows"]:
+            row["connections"] = 4
+    assert {row["connections"] for row in combine_rounds(rounds)["rows"]} == {4}
+
+
+@pytest.mark.parametrize(
+    ("callers", "requested", "procs", "opened"),
+    [(32, 1, 1, 1), (32, 4, 1, 4), (1, 4, 1, 1), (32, 1, 2, 2), (4, 2, 8, 4)],
+)
+def test_a_scenario_opens_the_connections_asked_for_within_its_callers_and_processes(
+    callers: int, requested: int, procs: int, opened: int
+):
+    config = Scenario("s", "Sample", 1, callers).run_config("127.0.0.1:1", 1.0, procs, requested)
+    assert config.connections == opened

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from vae_client._channel import add_connection_arguments, channel_from_arguments
+from vae_client._channel import add_connection_arguments, credentials_from_arguments
 from vae_client._client import VAEClient
 from vae_client._images import PillowMissing, read_digit, require_pillow, save_grid
 
@@ -228,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PillowMissing as error:
             print(f"vae-client: {error}", file=sys.stderr)
             return 1
-    with VAEClient(channel=channel_from_arguments(args), timeout_seconds=args.timeout) as client:
+    client = VAEClient(
+        args.target, credentials=credentials_from_arguments(args), server_name=args.server_name,
+        connections=args.connections, timeout_seconds=args.timeout,
+    )
+    with client:
         try:
             if args.command == "score":
                 for row in _score(args, client):

@@ -1,5 +1,7 @@
 """VAEClient: the service's RPCs as Python calls that take and return numpy arrays."""
 
+import itertools
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -100,6 +102,13 @@ class VAEClient:
 
         with VAEClient("localhost:50051") as client:
             digits = client.sample(16, seed=7).images
+
+    `credentials` (from `channel_credentials`) turn TLS on, and `server_name` overrides the
+    name checked against the server's certificate. `connections` opens that many TCP
+    connections and sends the calls over them in turn: a server's worker processes, or the pods
+    behind a Kubernetes Service, share the load per connection, never per call, so one
+    connection keeps all of a client's calls on one of them. Or pass a ready `channel` (one
+    connection). A client may be used from several threads at once.
     """
 
     def __init__(
@@ -107,11 +116,30 @@ class VAEClient:
         target: str = "localhost:50051",
         *,
         channel: grpc.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+        connections: int = 1,
         timeout_seconds: float | None = 30.0,
     ) -> None:
-        self._channel = channel if channel is not None else open_channel(target)
-        self._stub = vae_pb2_grpc.VAEServiceStub(self._channel)
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}")
+        if channel is not None and (connections > 1 or credentials or server_name):
+            raise ValueError("a given channel is one connection with its own settings: pass "
+                             "connections, credentials and server_name with a target instead")
+        self._channels = [channel] if channel is not None else [
+            open_channel(target, credentials, server_name=server_name, own_connection=True)
+            for _ in range(connections)
+        ]
+        self._stubs = itertools.cycle(
+            [vae_pb2_grpc.VAEServiceStub(each) for each in self._channels]
+        )
+        self._stubs_lock = threading.Lock()
         self.timeout_seconds = timeout_seconds
+
+    def _next_stub(self) -> vae_pb2_grpc.VAEServiceStub:
+        """The stub of the next connection in turn."""
+        with self._stubs_lock:
+            return next(self._stubs)
 
     def sample(
         self,
@@ -122,7 +150,7 @@ class VAEClient:
         return_latents: bool = False,
     ) -> SampledDigits:
         """Draw `count` digits from the prior; the same seed gives the same bytes."""
-        response = self._stub.Sample(
+        response = self._next_stub().Sample(
             vae_pb2.SampleRequest(
                 count=count, seed=seed, temperature=temperature, return_latents=return_latents
             ),
@@ -133,7 +161,7 @@ class VAEClient:
 
     def encode(self, images: np.ndarray, *, seed: int | None = None) -> Embeddings:
         """The posterior of each image; with a seed, also a repeatable draw from it."""
-        response = self._stub.Encode(
+        response = self._next_stub().Encode(
             vae_pb2.EncodeRequest(images=to_tensor(np.asarray(images)), seed=seed),
             timeout=self.timeout_seconds,
         )
@@ -147,7 +175,7 @@ class VAEClient:
 
     def reconstruct(self, images: np.ndarray, *, seed: int | None = None) -> Reconstructions:
         """Encode and decode each image (posterior mean, or a seeded draw) with its error."""
-        response = self._stub.Reconstruct(
+        response = self._next_stub().Reconstruct(
             vae_pb2.ReconstructRequest(images=to_tensor(np.asarray(images)), seed=seed),
             timeout=self.timeout_seconds,
         )
@@ -159,7 +187,7 @@ class VAEClient:
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Images (N, 28, 28) for (N, latent_dim) latent points."""
-        response = self._stub.Decode(
+        response = self._next_stub().Decode(
             vae_pb2.DecodeRequest(latents=to_tensor(np.asarray(latents, dtype=np.float32))),
             timeout=self.timeout_seconds,
         )
@@ -167,7 +195,7 @@ class VAEClient:
 
     def info(self) -> ModelInfo:
         """The model being served and the server's limits."""
-        response = self._stub.GetModelInfo(
+        response = self._next_stub().GetModelInfo(
             vae_pb2.GetModelInfoRequest(), timeout=self.timeout_seconds
         )
         return ModelInfo(
@@ -202,7 +230,7 @@ class VAEClient:
         """
         if path not in _PATHS:
             raise ValueError(f"path must be 'spherical' or 'linear', got {path!r}")
-        response = self._stub.Interpolate(
+        response = self._next_stub().Interpolate(
             vae_pb2.InterpolateRequest(
                 start=_endpoint(start), end=_endpoint(end), steps=steps, path=_PATHS[path]
             ),
@@ -228,7 +256,7 @@ class VAEClient:
         `eps = numpy.random.default_rng(seed).standard_normal((N, count, latent_dim),
         dtype=numpy.float32)` and `encode(images)`'s mean and log-variance.
         """
-        response = self._stub.Variations(
+        response = self._next_stub().Variations(
             vae_pb2.VariationsRequest(
                 images=to_tensor(np.asarray(images)),
                 count=count,
@@ -250,7 +278,7 @@ class VAEClient:
         are those of `variations(images, samples, temperature=1.0, seed=seed)`, so a seed makes
         the scores bitwise repeatable.
         """
-        response = self._stub.Score(
+        response = self._next_stub().Score(
             vae_pb2.ScoreRequest(
                 images=to_tensor(np.asarray(images)), samples=samples, seed=seed
             ),
@@ -263,8 +291,9 @@ class VAEClient:
         )
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channels."""
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> "VAEClient":
         return self
