@@ -8,12 +8,13 @@ import numpy as np
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from vae_client._channel import open_channel
-from vae_client._tensors import from_tensor, to_tensor
+from vae_client._tensors import OutputDType, from_tensor, proto_dtype, to_tensor
 
 
 @dataclass(frozen=True)
 class SampledDigits:
-    """Images (count, 28, 28) float32 in [0, 1]; latents (count, latent_dim) when asked for."""
+    """Images (count, 28, 28), float32 in [0, 1] or uint8 as asked; latents
+    (count, latent_dim) when asked for."""
 
     images: np.ndarray
     latents: np.ndarray | None
@@ -57,8 +58,11 @@ class ModelInfo:
 class VAEClient:
     """A blocking client of vae.v1.VAEService.
 
-    Images may be (N, 784) or (N, 28, 28), float32 in [0, 1] or uint8 in [0, 255]. Failed
-    calls raise grpc.RpcError, whose `.code()` and `.details()` say what went wrong.
+    Images may be (N, 784) or (N, 28, 28), float32 in [0, 1] or uint8 in [0, 255]. Calls that
+    return images return float32 in [0, 1], or with `output_dtype="uint8"` the same images
+    quantized by the server, numpy.rint(images * numpy.float32(255)).astype(numpy.uint8): a
+    quarter of the bytes on the wire. Failed calls raise grpc.RpcError, whose `.code()` and
+    `.details()` say what went wrong.
 
         with VAEClient("localhost:50051") as client:
             digits = client.sample(16, seed=7).images
@@ -82,11 +86,13 @@ class VAEClient:
         seed: int | None = None,
         temperature: float | None = None,
         return_latents: bool = False,
+        output_dtype: OutputDType = "float32",
     ) -> SampledDigits:
         """Draw `count` digits from the prior; the same seed gives the same bytes."""
         response = self._stub.Sample(
             vae_pb2.SampleRequest(
-                count=count, seed=seed, temperature=temperature, return_latents=return_latents
+                count=count, seed=seed, temperature=temperature, return_latents=return_latents,
+                output_dtype=proto_dtype(output_dtype),
             ),
             timeout=self.timeout_seconds,
         )
@@ -107,10 +113,15 @@ class VAEClient:
             response.model_version,
         )
 
-    def reconstruct(self, images: np.ndarray, *, seed: int | None = None) -> Reconstructions:
+    def reconstruct(
+        self, images: np.ndarray, *, seed: int | None = None, output_dtype: OutputDType = "float32"
+    ) -> Reconstructions:
         """Encode and decode each image (posterior mean, or a seeded draw) with its error."""
         response = self._stub.Reconstruct(
-            vae_pb2.ReconstructRequest(images=to_tensor(np.asarray(images)), seed=seed),
+            vae_pb2.ReconstructRequest(
+                images=to_tensor(np.asarray(images)), seed=seed,
+                output_dtype=proto_dtype(output_dtype),
+            ),
             timeout=self.timeout_seconds,
         )
         return Reconstructions(
@@ -119,10 +130,13 @@ class VAEClient:
             response.model_version,
         )
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
+    def decode(self, latents: np.ndarray, *, output_dtype: OutputDType = "float32") -> np.ndarray:
         """Images (N, 28, 28) for (N, latent_dim) latent points."""
         response = self._stub.Decode(
-            vae_pb2.DecodeRequest(latents=to_tensor(np.asarray(latents, dtype=np.float32))),
+            vae_pb2.DecodeRequest(
+                latents=to_tensor(np.asarray(latents, dtype=np.float32)),
+                output_dtype=proto_dtype(output_dtype),
+            ),
             timeout=self.timeout_seconds,
         )
         return from_tensor(response.images)
