@@ -17,6 +17,7 @@ round's ratio, so the machine's noise shows. Writes bench/results.json and
 bench/throughput_latency.png; prints a table and the target ratios.
 
     python -m bench [--rounds 5] [--duration 2] [--server-cpus 0] [--client-cpus 1]
+    python -m bench --only "Sample count 4096" --rounds 2    # a subset: printed, not written
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
     return row
 
 
-def measure_round(running: list[RunningServer], version_dir: Path,
+def measure_round(running: list[RunningServer], version_dir: Path, scenarios: list[Scenario],
                   args: argparse.Namespace) -> dict:
     """The compute limit, then every scenario on every server."""
     server_cpus, client_cpus = cpu_set(args.server_cpus), cpu_set(args.client_cpus)
@@ -85,7 +86,7 @@ def measure_round(running: list[RunningServer], version_dir: Path,
     # Each scenario runs on the servers back to back (the idle ones cost next to nothing), so
     # a change in the machine's background load touches them all alike and the ratios stay
     # fair; one server after the other, a busy minute skewed them.
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         rows += [measure_scenario(server, scenario, args) for server in running]
     return {"compute_limit_rows_per_s": limits, "rows": rows}
 
@@ -101,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
     parser.add_argument("--intra-op-threads", type=int, default=1,
                         help="onnxruntime threads, for the service and the in-process limit")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="run only the scenarios whose name contains TEXT (repeatable); "
+                             "prints the figures and writes no files")
     args = parser.parse_args(argv)
+    scenarios = [s for s in SCENARIOS if not args.only or any(t in s.name for t in args.only)]
+    if not scenarios:
+        parser.error(f"no scenario name contains any of {args.only}")
     server_cpus, client_cpus = cpu_set(args.server_cpus), cpu_set(args.client_cpus)
     version_dir = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()),
                       key=lambda p: int(p.name))
@@ -126,12 +133,16 @@ def main(argv: list[str] | None = None) -> int:
             running.append(stack.enter_context(start_server(name, module, server_cpus, env)))
         for number in range(1, args.rounds + 1):
             print(f"round {number} of {args.rounds}", flush=True)
-            rounds.append(measure_round(running, version_dir, args))
-    print(f"response serializer A/B on CPUs {sorted(server_cpus)}", flush=True)
-    serializer_figures = serializer.measure_in_child(args.rounds, server_cpus)
+            rounds.append(measure_round(running, version_dir, scenarios, args))
     order = [name for name, _, _ in servers]
     combined = combine_rounds(rounds)
     combined["rows"].sort(key=lambda row: order.index(row["server"]))
+    if args.only:
+        # A subset is for looking at: bench/results.json keeps the last full run.
+        print_table(combined)
+        return 0
+    print(f"response serializer A/B on CPUs {sorted(server_cpus)}", flush=True)
+    serializer_figures = serializer.measure_in_child(args.rounds, server_cpus)
 
     results = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -29,6 +29,7 @@ class Scenario:
     rows: int
     concurrency: int
     rps: float = 0.0  # arrivals per second: open loop; 0 for closed loop
+    output_dtype: str = "FLOAT32"  # Sample's images: FLOAT32 or UINT8
 
     @property
     def open_loop(self) -> bool:
@@ -36,7 +37,9 @@ class Scenario:
 
     def data(self) -> dict:
         if self.method == "Sample":
-            return {"count": self.rows}
+            # FLOAT32 is the default: those requests stay as they were, without the field.
+            dtype = {} if self.output_dtype == "FLOAT32" else {"outputDtype": self.output_dtype}
+            return {"count": self.rows, **dtype}
         return {"images": held_out_digits(self.rows)}
 
     def run_config(self, target: str, duration_s: float, procs: int) -> RunConfig:
@@ -62,6 +65,8 @@ def held_out_digits(rows: int) -> dict:
 SCENARIOS = (
     *(Scenario(f"Sample count 1, c={c}", "Sample", 1, c) for c in SAMPLE_1_CONCURRENCY),
     *(Scenario(f"Sample count {n}, c=4", "Sample", n, 4) for n in (64, 1024, 4096)),
+    *(Scenario(f"Sample count {n}, c=4, UINT8", "Sample", n, 4, output_dtype="UINT8")
+      for n in (1024, 4096)),
     Scenario("Encode count 1, c=32", "Encode", 1, 32),
     *(Scenario(f"Sample count 1, {rate:,}/s open loop", "Sample", 1, OPEN_LOOP_IN_FLIGHT, rate)
       for rate in OPEN_LOOP_RATES),
