@@ -42,6 +42,7 @@ class Scenario:
     # onnxruntime in-process running the same rows (bench.compute.measure_latent).
     encoder_rows: int = 0
     decoder_rows: int = 0
+    output_dtype: str = "FLOAT32"  # Sample's images: FLOAT32 or UINT8
 
     @property
     def open_loop(self) -> bool:
@@ -57,7 +58,9 @@ class Scenario:
 
     def data(self) -> dict:
         if self.method == "Sample":
-            return {"count": self.rows}
+            # FLOAT32 is the default: those requests stay as they were, without the field.
+            dtype = {} if self.output_dtype == "FLOAT32" else {"outputDtype": self.output_dtype}
+            return {"count": self.rows, **dtype}
         if self.method == "Interpolate":
             start, end = (tensor(image[None], "UINT8") for image in self.encoder_images())
             return {"start": {"image": start}, "end": {"image": end},
@@ -103,6 +106,8 @@ def latent_scenario(method: str, size: str, encoder_rows: int, decoder_rows: int
 SCENARIOS = (
     *(Scenario(f"Sample count 1, c={c}", "Sample", 1, c) for c in SAMPLE_1_CONCURRENCY),
     *(Scenario(f"Sample count {n}, c=4", "Sample", n, 4) for n in (64, 1024, 4096)),
+    *(Scenario(f"Sample count {n}, c=4, UINT8", "Sample", n, 4, output_dtype="UINT8")
+      for n in (1024, 4096)),
     Scenario("Encode count 1, c=32", "Encode", 1, 32),
     *(Scenario(f"Sample count 1, {rate:,}/s open loop", "Sample", 1, OPEN_LOOP_IN_FLIGHT, rate)
       for rate in OPEN_LOOP_RATES),

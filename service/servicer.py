@@ -14,6 +14,7 @@ import grpc
 from vae.v1 import vae_pb2
 
 from service.pipeline import VAEPipeline
+from service.tensors import images_as
 from service.validation import (
     check_rows,
     draws_per_image,
@@ -22,6 +23,7 @@ from service.validation import (
     interpolation_path,
     interpolation_steps,
     latents_from_proto,
+    output_dtype_of,
     temperature_of,
     variation_temperature,
 )
@@ -60,12 +62,15 @@ class VAEServicer:
         """Draw `count` digits from the prior."""
         check_rows("count", request.count, self._pipeline.max_request_rows)
         temperature = temperature_of(request)
+        output_dtype = output_dtype_of(request)
         model = self._pipeline.model
         images, latents = self._pipeline.sample(
             model, request.count, _seed(request), temperature, _deadline(context),
             context.is_active,
         )
-        tensors = [TensorField("images", images, (request.count, *model.image_shape))]
+        tensors = [TensorField(
+            "images", images_as(images, output_dtype), (request.count, *model.image_shape)
+        )]
         if request.return_latents:
             tensors.append(TensorField("latents", latents))
         return Response(vae_pb2.SampleResponse(model_version=model.version), tensors)
@@ -96,13 +101,16 @@ class VAEServicer:
         images, shape = images_from_proto(
             request.images, "images", model.image_shape, self._pipeline.max_request_rows
         )
+        output_dtype = output_dtype_of(request)
         result = self._pipeline.reconstruct(
             model, images, _seed(request), _deadline(context), context.is_active
         )
         response = vae_pb2.ReconstructResponse(
             reconstruction_error=result.errors.tolist(), model_version=model.version
         )
-        return Response(response, [TensorField("images", result.images, shape)])
+        return Response(
+            response, [TensorField("images", images_as(result.images, output_dtype), shape)]
+        )
 
     def Decode(
         self, request: vae_pb2.DecodeRequest, context: grpc.ServicerContext
@@ -112,10 +120,13 @@ class VAEServicer:
         latents = latents_from_proto(
             request.latents, "latents", model.latent_dim, self._pipeline.max_request_rows
         )
+        output_dtype = output_dtype_of(request)
         images = self._pipeline.decode(model, latents, _deadline(context), context.is_active)
         return Response(
             vae_pb2.DecodeResponse(model_version=model.version),
-            [TensorField("images", images, (len(images), *model.image_shape))],
+            [TensorField(
+                "images", images_as(images, output_dtype), (len(images), *model.image_shape)
+            )],
         )
 
     def GetModelInfo(
@@ -144,12 +155,15 @@ class VAEServicer:
         start = endpoint_from_proto(request.start, "start", model)
         end = endpoint_from_proto(request.end, "end", model)
         steps = interpolation_steps(request.steps, self._pipeline.max_interpolation_steps)
+        path = interpolation_path(request.path)
+        output_dtype = output_dtype_of(request)
         result = self._pipeline.interpolate(
-            model, start, end, steps, interpolation_path(request.path), _deadline(context),
-            context.is_active,
+            model, start, end, steps, path, _deadline(context), context.is_active
         )
         return Response(vae_pb2.InterpolateResponse(model_version=model.version), [
-            TensorField("images", result.images, (steps, *model.image_shape)),
+            TensorField(
+                "images", images_as(result.images, output_dtype), (steps, *model.image_shape)
+            ),
             TensorField("latents", result.latents),
         ])
 
@@ -164,12 +178,17 @@ class VAEServicer:
         count = draws_per_image(
             "count", request.count, len(images), self._pipeline.max_request_rows
         )
+        temperature = variation_temperature(request)
+        output_dtype = output_dtype_of(request)
         result = self._pipeline.variations(
-            model, images, count, variation_temperature(request), _seed(request),
-            _deadline(context), context.is_active,
+            model, images, count, temperature, _seed(request), _deadline(context),
+            context.is_active,
         )
         return Response(vae_pb2.VariationsResponse(model_version=model.version), [
-            TensorField("images", result.images, (len(images), count, *model.image_shape)),
+            TensorField(
+                "images", images_as(result.images, output_dtype),
+                (len(images), count, *model.image_shape),
+            ),
             TensorField("latents", result.latents),
         ])
 

@@ -44,6 +44,24 @@ def temperature_of(request: vae_pb2.SampleRequest) -> float:
     return temperature
 
 
+ImageRequest = (
+    vae_pb2.SampleRequest | vae_pb2.ReconstructRequest | vae_pb2.DecodeRequest
+    | vae_pb2.InterpolateRequest | vae_pb2.VariationsRequest
+)
+
+
+def output_dtype_of(request: ImageRequest) -> vae_pb2.DType.ValueType:
+    """The element type the request's images are to be returned in: FLOAT32 when unset."""
+    dtype = request.output_dtype
+    if dtype == vae_pb2.DTYPE_UNSPECIFIED:
+        return FLOAT32
+    if dtype not in (FLOAT32, UINT8):
+        raise InvalidArgument(
+            "output_dtype", f"must be FLOAT32, UINT8 or unset, got {_dtype_name(dtype)}"
+        )
+    return dtype
+
+
 def images_from_proto(
     tensor: vae_pb2.Tensor, field: str, image_shape: tuple[int, int], max_rows: int
 ) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -96,6 +96,14 @@ def scenarios(digits: np.ndarray) -> dict[str, dict[str, Any]]:
         "sample-64": scenario(
             "Sample count 64", "Sample", {"concurrency": 8, "total": 1000}, {"count": 64}
         ),
+        "sample-1-uint8": scenario(
+            "Sample count 1, UINT8 images", "Sample", closed_loop,
+            {"count": 1, "outputDtype": "UINT8"},
+        ),
+        "sample-64-uint8": scenario(
+            "Sample count 64, UINT8 images", "Sample", {"concurrency": 8, "total": 1000},
+            {"count": 64, "outputDtype": "UINT8"},
+        ),
         "encode": scenario("Encode one held-out digit (uint8)", "Encode", closed_loop, as_uint8),
         "reconstruct": scenario(
             "Reconstruct one held-out digit (float32, 28x28)",

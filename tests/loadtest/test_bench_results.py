@@ -153,3 +153,42 @@ def test_a_scenario_opens_the_connections_asked_for_within_its_callers_and_proce
 ):
     config = Scenario("s", "Sample", 1, callers).run_config("127.0.0.1:1", 1.0, procs, requested)
     assert config.connections == opened
+
+
+def test_uint8_is_held_against_onnxruntime_at_its_own_batch_and_against_float32():
+    rows = []
+    # samples/s: the service and the floor + onnxruntime, FLOAT32 and UINT8, 1,024 and 4,096.
+    service = {(1024, "FLOAT32"): 150_000, (1024, "UINT8"): 180_000,
+               (4096, "FLOAT32"): 100_000, (4096, "UINT8"): 190_000}
+    reference = {(1024, "FLOAT32"): 160_000, (1024, "UINT8"): 190_000,
+                 (4096, "FLOAT32"): 110_000, (4096, "UINT8"): 195_000}
+    for (sample_rows, dtype), samples in service.items():
+        scenario = f"Sample count {sample_rows}, c=4" + (", UINT8" if dtype == "UINT8" else "")
+        for server in SERVERS:
+            rate = {"batching on": samples, REFERENCE: reference[sample_rows, dtype]}.get(server, 1)
+            rows.append({
+                "server": server, "scenario": scenario, "rows": sample_rows, "count": 10,
+                "ok": 10, "rps": rate / sample_rows, "samples_per_s": rate, "p50_s": 0.01,
+                "p90_s": 0.01, "p99_s": 0.02, "client_cpu_s": 1.0, "server_cpu_s": 2.0,
+                "wall_s": 2.0, "server_peak_rss_mib": 100.0, "status": {"OK": 10},
+            })
+    limits = {"decoder": {1024: 200_000, 4096: 200_000}, "encoder": {1024: 1.0, 4096: 1.0}}
+    combined = combine_rounds([{"compute_limit_rows_per_s": limits, "rows": rows}])
+
+    # Only the targets whose scenarios ran (`python -m bench --only "count 1024" ...`).
+    assert [t["target"] for t in combined["targets"]] == [
+        "Sample 1024 @ c=4 samples/s vs onnxruntime batch 1024",
+        "Sample 1024 @ c=4 UINT8 samples/s vs onnxruntime batch 1024",
+        "Sample 1024 @ c=4 UINT8 vs FLOAT32 (samples/s)",
+        "Sample 4096 @ c=4 UINT8 samples/s vs onnxruntime batch 4096",
+        "Sample 4096 @ c=4 UINT8 vs FLOAT32 (samples/s)",
+    ]
+    uint8_1024 = target(combined, "Sample 1024 @ c=4 UINT8 samples/s")
+    assert uint8_1024["ratio"] == pytest.approx(0.9) and uint8_1024["met"]
+    assert uint8_1024["goal"] == 0.9 and uint8_1024["ceiling"] == pytest.approx(0.95)
+    uint8_4096 = target(combined, "Sample 4096 @ c=4 UINT8 samples/s")
+    assert uint8_4096["ratio"] == pytest.approx(0.95)
+    assert uint8_4096["ceiling"] == pytest.approx(0.975)
+    assert target(combined, "Sample 4096 @ c=4 UINT8 vs FLOAT32")["ratio"] == pytest.approx(1.9)
+    smaller = target(combined, "Sample 1024 @ c=4 UINT8 vs FLOAT32")
+    assert smaller["ratio"] == pytest.approx(1.2) and smaller["met"]

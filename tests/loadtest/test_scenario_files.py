@@ -22,11 +22,14 @@ FILES = scenario_files()
 def test_every_scenario_of_the_issue_is_shipped() -> None:
     configs = [json.loads(path.read_text()) for path in FILES]
     calls = [config["call"] for config in configs]
-    counts = [c["data"]["count"] for c in configs if c["call"].endswith(".Sample")]
-    methods = ("Decode", "Encode", "Reconstruct", "Sample", "Sample", "Interpolate", "Variations",
+    samples = [c["data"] for c in configs if c["call"].endswith(".Sample")]
+    methods = ("Decode", "Encode", "Reconstruct", *["Sample"] * 4, "Interpolate", "Variations",
                "Score")
     assert sorted(calls) == sorted(f"vae.v1.VAEService.{m}" for m in methods)
-    assert sorted(counts) == [1, 64]
+    # Each count in FLOAT32 (the default) and in UINT8.
+    assert sorted((d["count"], d.get("outputDtype", "FLOAT32")) for d in samples) == [
+        (1, "FLOAT32"), (1, "UINT8"), (64, "FLOAT32"), (64, "UINT8")
+    ]
 
 
 def test_the_files_are_what_the_generator_writes(tmp_path) -> None:
@@ -104,3 +107,10 @@ def test_seeded_latent_scenarios_send_the_same_draws_every_call(stem: str, per_i
     assert {request.seed for request in requests if request.HasField("seed")} == {7}
     assert len({getattr(request, per_image) for request in requests}) == 1
     assert all(getattr(request, per_image) > 1 for request in requests)
+
+
+@pytest.mark.parametrize("stem", ["sample-1-uint8", "sample-64-uint8"])
+def test_the_uint8_files_ask_for_uint8_images(stem: str) -> None:
+    settings = read_ghz_config(FILES[0].parent / f"{stem}.json")
+    (request,) = serialize_requests(SERVICE.methods_by_name["Sample"], settings["data"])
+    assert vae_pb2.SampleRequest.FromString(request).output_dtype == vae_pb2.UINT8

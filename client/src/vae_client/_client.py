@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from vae_client._channel import open_channel
-from vae_client._tensors import from_tensor, to_tensor
+from vae_client._tensors import OutputDType, from_tensor, proto_dtype, to_tensor
 
 # An interpolation endpoint of this many values is an image: no VAE of 28x28 digits has a
 # latent space as large as its images.
@@ -23,7 +23,8 @@ _PATHS = {"linear": vae_pb2.PATH_LINEAR, "spherical": vae_pb2.PATH_SPHERICAL}
 
 @dataclass(frozen=True)
 class SampledDigits:
-    """Images (count, 28, 28) float32 in [0, 1]; latents (count, latent_dim) when asked for."""
+    """Images (count, 28, 28), float32 in [0, 1] or uint8 as asked; latents
+    (count, latent_dim) when asked for."""
 
     images: np.ndarray
     latents: np.ndarray | None
@@ -97,8 +98,11 @@ class LikelihoodScores:
 class VAEClient:
     """A blocking client of vae.v1.VAEService.
 
-    Images may be (N, 784) or (N, 28, 28), float32 in [0, 1] or uint8 in [0, 255]. Failed
-    calls raise grpc.RpcError, whose `.code()` and `.details()` say what went wrong.
+    Images may be (N, 784) or (N, 28, 28), float32 in [0, 1] or uint8 in [0, 255]. Calls that
+    return images return float32 in [0, 1], or with `output_dtype="uint8"` the same images
+    quantized by the server, numpy.rint(images * numpy.float32(255)).astype(numpy.uint8): a
+    quarter of the bytes on the wire. Failed calls raise grpc.RpcError, whose `.code()` and
+    `.details()` say what went wrong.
 
         with VAEClient("localhost:50051") as client:
             digits = client.sample(16, seed=7).images
@@ -148,11 +152,13 @@ class VAEClient:
         seed: int | None = None,
         temperature: float | None = None,
         return_latents: bool = False,
+        output_dtype: OutputDType = "float32",
     ) -> SampledDigits:
         """Draw `count` digits from the prior; the same seed gives the same bytes."""
         response = self._next_stub().Sample(
             vae_pb2.SampleRequest(
-                count=count, seed=seed, temperature=temperature, return_latents=return_latents
+                count=count, seed=seed, temperature=temperature, return_latents=return_latents,
+                output_dtype=proto_dtype(output_dtype),
             ),
             timeout=self.timeout_seconds,
         )
@@ -173,10 +179,15 @@ class VAEClient:
             response.model_version,
         )
 
-    def reconstruct(self, images: np.ndarray, *, seed: int | None = None) -> Reconstructions:
+    def reconstruct(
+        self, images: np.ndarray, *, seed: int | None = None, output_dtype: OutputDType = "float32"
+    ) -> Reconstructions:
         """Encode and decode each image (posterior mean, or a seeded draw) with its error."""
         response = self._next_stub().Reconstruct(
-            vae_pb2.ReconstructRequest(images=to_tensor(np.asarray(images)), seed=seed),
+            vae_pb2.ReconstructRequest(
+                images=to_tensor(np.asarray(images)), seed=seed,
+                output_dtype=proto_dtype(output_dtype),
+            ),
             timeout=self.timeout_seconds,
         )
         return Reconstructions(
@@ -185,10 +196,13 @@ class VAEClient:
             response.model_version,
         )
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
+    def decode(self, latents: np.ndarray, *, output_dtype: OutputDType = "float32") -> np.ndarray:
         """Images (N, 28, 28) for (N, latent_dim) latent points."""
         response = self._next_stub().Decode(
-            vae_pb2.DecodeRequest(latents=to_tensor(np.asarray(latents, dtype=np.float32))),
+            vae_pb2.DecodeRequest(
+                latents=to_tensor(np.asarray(latents, dtype=np.float32)),
+                output_dtype=proto_dtype(output_dtype),
+            ),
             timeout=self.timeout_seconds,
         )
         return from_tensor(response.images)
@@ -218,6 +232,7 @@ class VAEClient:
         steps: int,
         *,
         path: Literal["spherical", "linear"] = "spherical",
+        output_dtype: OutputDType = "float32",
     ) -> LatentPath:
         """`steps` (2 or more, start and end included) points from `start` to `end`, decoded.
 
@@ -232,7 +247,8 @@ class VAEClient:
             raise ValueError(f"path must be 'spherical' or 'linear', got {path!r}")
         response = self._next_stub().Interpolate(
             vae_pb2.InterpolateRequest(
-                start=_endpoint(start), end=_endpoint(end), steps=steps, path=_PATHS[path]
+                start=_endpoint(start), end=_endpoint(end), steps=steps, path=_PATHS[path],
+                output_dtype=proto_dtype(output_dtype),
             ),
             timeout=self.timeout_seconds,
         )
@@ -247,6 +263,7 @@ class VAEClient:
         *,
         temperature: float | None = None,
         seed: int | None = None,
+        output_dtype: OutputDType = "float32",
     ) -> DigitVariations:
         """`count` digits like each image: draws from its posterior, decoded.
 
@@ -262,6 +279,7 @@ class VAEClient:
                 count=count,
                 temperature=temperature,
                 seed=seed,
+                output_dtype=proto_dtype(output_dtype),
             ),
             timeout=self.timeout_seconds,
         )
