@@ -6,6 +6,7 @@ started once the gRPC health service says SERVING.
 
     def test_something(vae_server):               # one default server per test module
         with VAEClient(vae_server.target) as client: ...
+        vae_server.metric("vae_queue_depth", graph="decoder")  # a scraped value
 
     def test_other(start_vae_server):             # a server with its own settings
         server = start_vae_server(VAE_MAX_QUEUE="4", VAE_MAX_REQUEST_ROWS="4")
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import GRPC_ENVIRONMENT
 
@@ -99,6 +101,26 @@ class ServerProcess:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             return response.read().decode()
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the scraped samples called `name` whose labels include `labels` (0 if
+        none)."""
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(self.scrape())
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def wait_for_metric(
+        self, name: str, at_least: float, timeout: float = 30.0, **labels: str
+    ) -> float:
+        """Scrape until the metric reaches `at_least`; its value then. Fails after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (value := self.metric(name, **labels)) < at_least:
+            assert time.monotonic() < deadline, f"{name}{labels} stayed at {value} < {at_least}"
+            time.sleep(0.02)
+        return value
+
     def signal(self, signum: int) -> None:
         """Send `signum` to the server process."""
         self.process.send_signal(signum)
@@ -115,8 +137,12 @@ class ServerProcess:
             raise
 
     def wait_exit(self, timeout: float = 30.0) -> int:
-        """Wait for the process to end on its own; returns its exit status."""
-        return self.process.wait(timeout=timeout)
+        """Wait for the process to end on its own, and for the last of its log to be read;
+        returns its exit status."""
+        status = self.process.wait(timeout=timeout)
+        with self._new_line:
+            assert self._new_line.wait_for(lambda: self.log_closed, timeout), "log never closed"
+        return status
 
 
 def _server_env(overrides: dict[str, str]) -> dict[str, str]:

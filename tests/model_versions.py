@@ -8,6 +8,16 @@ from pathlib import Path
 from service.model import newest_version_dir
 
 
+def publish(source_dir: Path, root: Path, version: str, break_it=None) -> Path:
+    """Add a copy of the bundled model as version `version` under `root` as an operator should:
+    complete it beside the served ones, then rename it in, in one step. `break_it` spoils it
+    first."""
+    staged = copy_version(source_dir, root / ".staging", version)
+    if break_it is not None:
+        break_it(staged)
+    return staged.rename(root / version)
+
+
 def copy_version(source_dir: Path, target_root: Path, version: str) -> Path:
     """A copy of the bundled model as `target_root/<version>`, its manifest saying `version`."""
     target = target_root / version
@@ -53,4 +63,10 @@ def corruptions():
             (d / "encoder.onnx").read_bytes()[:-1] + b"\0"), "does not match"),
         ("truncated with matching sha", truncate, "onnxruntime cannot load it"),
         ("graphs swapped", swap_graphs, "the service needs input"),
+        ("latent size the graphs lack", lambda d: edit_manifest(d, latent_dim=3),
+         "the manifest implies float32 (rows, 3)"),
+        ("image size the graphs lack", lambda d: edit_manifest(d, image_shape=[32, 32]),
+         "the manifest implies float32 (rows, 1024)"),
+        ("training not an object", lambda d: edit_manifest(d, training=[1, 2]),
+         "'training' must be an object"),
     ]

@@ -107,7 +107,7 @@ def test_the_installed_command_runs_without_the_server_or_pillow(client_only_ven
     command = client_only_venv / "bin" / "vae-client"
     helped = run(command, "--help", **away)
     assert helped.returncode == 0, helped.stderr
-    assert "{sample,encode,reconstruct,decode,info}" in helped.stdout
+    assert "{sample,encode,reconstruct,decode,interpolate,variations,score,info}" in helped.stdout
     isolated = run(client_only_venv / "bin" / "python", "-c",
                    "import importlib.util as u, vae_client;"
                    "print(vae_client.__file__, [m for m in ('service', 'onnxruntime',"
@@ -116,8 +116,15 @@ def test_the_installed_command_runs_without_the_server_or_pillow(client_only_ven
     location, missing = isolated.stdout.split(" ", 1)
     assert location.startswith(str(client_only_venv)) and missing.strip() == "[]"
     # No Pillow: saving a PNG stops before any call is made, saying what to install.
-    png = run(command, "--target", "127.0.0.1:1", "sample", "--out", "grid.png", **away)
-    assert png.returncode == 1
-    assert png.stderr.strip() == (
+    needs_pillow = (
         "vae-client: reading and saving PNG files needs Pillow: pip install 'vae-client[images]'"
     )
+    for args in (("sample", "--out", "grid.png"), ("score", "digit.png"),
+                 ("interpolate", "0,0", "digit.png")):
+        png = run(command, "--target", "127.0.0.1:1", *args, **away)
+        assert png.returncode == 1
+        assert png.stderr.strip() == needs_pillow
+    # Between latent points, no file is read: the call is made (and finds nobody).
+    latents = run(command, "--target", "127.0.0.1:1", "--timeout", "2", "interpolate", "0,0",
+                  "1,1", **away)
+    assert latents.returncode == 1 and latents.stderr.startswith("vae-client: UNAVAILABLE")

@@ -7,7 +7,6 @@ import sys
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -130,14 +129,3 @@ def test_batches_of_more_than_one_row_form_under_32_concurrent_callers(vae_serve
     assert multi_row > 0
     assert runs < 32 * 20  # fewer onnxruntime runs than requests
 
-
-def test_health_watch_reports_not_serving_as_soon_as_a_drain_starts(start_vae_server) -> None:
-    server = start_vae_server()
-    with grpc.insecure_channel(server.target) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=""), timeout=30
-        )
-        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        server.signal(15)
-        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-    assert server.wait_exit() == 0

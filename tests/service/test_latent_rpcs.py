@@ -19,7 +19,6 @@ from vae.v1 import vae_pb2, vae_pb2_grpc
 from loadtest.descriptors import resolve_by_reflection
 from service.latent import InterpolationPath, elbo_and_iwae, interpolate_latents
 from service.tensors import from_proto, to_proto
-from tests.reliability.reliability_tools import metric, wait_for_metric
 from tests.service.test_determinism import CALLERS, call_all, multi_row_batches
 
 pytestmark = pytest.mark.timeout(180)
@@ -293,7 +292,7 @@ def test_the_messages_say_what_was_expected(stub) -> None:
 
 def decoder_rows_run(server) -> float:
     """Rows the decoder's onnxruntime session has run so far."""
-    return metric(server, "vae_batch_size_sum", graph="decoder")
+    return server.metric("vae_batch_size_sum", graph="decoder")
 
 
 def test_the_rows_run_count_against_the_request_row_limit(start_vae_server, heldout) -> None:
@@ -381,7 +380,7 @@ def test_scores_whose_deadline_passes_in_the_queue_are_not_run(start_vae_server,
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
     assert grpc.StatusCode.DEADLINE_EXCEEDED in codes
     # Once the server has finished every call, some expired ones turn out never to have run.
-    wait_for_metric(server, "grpc_server_handling_seconds_count", calls, grpc_method="Score")
+    server.wait_for_metric("grpc_server_handling_seconds_count", calls, grpc_method="Score")
     assert decoder_rows_run(server) - before < calls * 4096
     assert server.health() == "SERVING"
 

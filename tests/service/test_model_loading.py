@@ -1,5 +1,8 @@
-"""Model versions: the newest is served; a missing or corrupt one is refused with one line."""
+"""Model versions: the newest is served; a missing or corrupt one is refused with one line,
+and a server whose newest version is broken never starts (there is no fallback)."""
 
+import json
+import shutil
 
 import pytest
 
@@ -55,18 +58,37 @@ def test_no_version_at_all_is_refused(tmp_path) -> None:
         newest_version_dir(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("case", ["missing directory", "corrupt model"])
-def test_the_server_exits_1_with_one_line_and_never_serves(
+CORRUPTIONS = {name: break_it for name, break_it, _ in corruptions()}
+# (how to break a model directory holding a good version 1, words the reason must contain)
+START_UP_FAILURES = {
+    "missing directory": (shutil.rmtree, "does not exist"),
+    "no numbered version": (lambda root: (root / "1").rename(root / "latest"),
+                            "no numbered version directory under"),
+    "graph not ONNX": (lambda root: (root / "1" / "decoder.onnx").write_bytes(b"not onnx"),
+                       "does not match the manifest"),
+    "graph onnxruntime cannot load": (
+        lambda root: CORRUPTIONS["truncated with matching sha"](root / "1"),
+        "onnxruntime cannot load it"),
+    "shapes the graphs lack": (lambda root: CORRUPTIONS["latent size the graphs lack"](root / "1"),
+                               "the manifest implies float32 (rows, 3)"),
+    "newest broken, an older one fine": (
+        lambda root: (copy_version(root, root, "2") / "encoder.onnx").unlink(),
+        "2/encoder.onnx"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(START_UP_FAILURES))
+def test_a_broken_model_at_start_up_exits_1_with_one_json_line_and_never_serves(
     start_vae_server, model_dir, tmp_path, case
 ) -> None:
-    if case == "missing directory":
-        served = tmp_path / "nowhere"
-    else:
-        served = tmp_path / "models"
-        version_dir = copy_version(model_dir, served, "1")
-        (version_dir / "decoder.onnx").write_bytes(b"not onnx")
+    break_it, reason = START_UP_FAILURES[case]
+    served = tmp_path / "models"
+    copy_version(model_dir, served, "1")
+    break_it(served)
     server = start_vae_server(wait_serving=False, VAE_MODEL_DIR=str(served))
     assert server.wait_exit() == 1
-    errors = [r for r in server.records() if r["level"] == "ERROR"]
-    assert len(errors) == 1 and errors[0]["message"].startswith("cannot start: ")
-    assert not any(r["message"] == "serving" for r in server.records())
+    records = [json.loads(line) for line in server.lines]  # every line is one JSON record
+    (error,) = [r for r in records if r["level"] == "ERROR"]
+    assert error["message"].startswith("cannot start: ") and reason in error["message"]
+    assert "exception" not in error
+    assert not any(r["message"] == "serving" for r in records)

@@ -1,78 +1,165 @@
-"""Overload and deadlines: a full queue refuses at once, expired requests never run."""
+"""Overload and deadlines: far more callers than the queue holds, and callers that stop waiting.
 
-import asyncio
+The excess is refused with RESOURCE_EXHAUSTED without ever entering the queue, the admitted
+requests are all answered right within their deadline, and the server is back to normal
+afterwards. Requests whose deadline passes while they wait never reach onnxruntime. Rows are
+counted with the server's own metrics (`vae_batch_size_sum` is every row onnxruntime ran).
+
+The server here runs one row per onnxruntime call, so 4096-row requests ("blockers") keep the
+decoder busy for a good while, and whatever queues behind them waits.
+"""
+
+import math
+import signal
+import time
 from collections import Counter
+from collections.abc import Iterable
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from vae.v1 import vae_pb2, vae_pb2_grpc
+
+from tests.traffic import CHANNEL_OPTIONS, answer_bytes
 
 pytestmark = pytest.mark.timeout(180)
 
-
-def sample_value(metrics_text: str, name: str, labels: dict[str, str]) -> float:
-    """One sample of a scraped /metrics page (0 when absent)."""
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
-async def flood(target: str, request, calls: int, timeout: float) -> list[grpc.RpcError | object]:
-    """Send `calls` copies of a Sample request at once; the responses or errors."""
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = vae_pb2_grpc.VAEServiceStub(channel)
-        return await asyncio.gather(
-            *(stub.Sample(request, timeout=timeout) for _ in range(calls)),
-            return_exceptions=True,
-        )
+# Per crowd request: large, so that the rows the decoder runs while the crowd arrives make room
+# for only a few more of them.
+ROWS = 1024
+BLOCKER_ROWS = 4096
+# The blockers keep the decoder busy many times longer than the crowd takes to arrive.
+BLOCKERS = 8
+CROWD = 120
+DEADLINE_SECONDS = 30.0
 
 
-def codes(outcomes) -> Counter:
-    return Counter(
-        o.code().name if isinstance(o, grpc.aio.AioRpcError) else "OK" for o in outcomes
+@pytest.fixture(scope="module")
+def server(start_vae_server):
+    """One row per onnxruntime run; the queue holds the blockers and a few crowd requests."""
+    return start_vae_server(
+        VAE_MAX_BATCH_SIZE="1", VAE_MAX_QUEUE=str(BLOCKERS * BLOCKER_ROWS + 4 * ROWS),
+        VAE_INTRA_OP_THREADS="1",
     )
 
 
-def test_a_full_queue_refuses_with_resource_exhausted_and_the_server_recovers(
-    start_vae_server,
+@pytest.fixture(scope="module")
+def stub(server):
+    with grpc.insecure_channel(server.target, options=CHANNEL_OPTIONS) as channel:
+        yield vae_pb2_grpc.VAEServiceStub(channel)
+
+
+class Sent:
+    """A Sample call sent without waiting for it, and the monotonic time it came back."""
+
+    def __init__(self, stub, request: vae_pb2.SampleRequest, timeout: float) -> None:
+        self.request = request
+        self.returned_at = math.inf
+        self.future = stub.Sample.future(request, timeout=timeout)
+        self.future.add_done_callback(self._returned)
+
+    def _returned(self, future: grpc.Future) -> None:
+        self.returned_at = time.monotonic()
+
+    def code(self) -> str:
+        """"OK" or the name of the status code, once the call has ended."""
+        error = self.future.exception()
+        return "OK" if error is None else error.code().name
+
+
+def send(stub, requests: Iterable[vae_pb2.SampleRequest], timeout: float) -> list[Sent]:
+    return [Sent(stub, request, timeout) for request in requests]
+
+
+def blockers(count: int) -> list[vae_pb2.SampleRequest]:
+    return [vae_pb2.SampleRequest(count=BLOCKER_ROWS, seed=k) for k in range(count)]
+
+
+def send_blockers(server, stub, count: int) -> list[Sent]:
+    """Send `count` blockers; returns once the decoder has started on them."""
+    batches = server.metric("vae_batch_size_count", graph="decoder")
+    sent = send(stub, blockers(count), 120)
+    server.wait_for_metric("vae_batch_size_count", batches + 1, graph="decoder")
+    return sent
+
+
+def rows_run(server) -> float:
+    """Rows the decoder's onnxruntime session has run so far."""
+    return server.metric("vae_batch_size_sum", graph="decoder")
+
+
+def test_excess_callers_are_refused_at_once_and_every_admitted_one_is_answered_right(
+    server, stub
 ) -> None:
-    server = start_vae_server(VAE_MAX_QUEUE="8", VAE_MAX_REQUEST_ROWS="8", VAE_MAX_BATCH_SIZE="8")
-    request = vae_pb2.SampleRequest(count=8, seed=1)
-    outcomes = asyncio.run(flood(server.target, request, calls=200, timeout=30))
-    seen = codes(outcomes)
+    requests = [vae_pb2.SampleRequest(count=ROWS, seed=seed) for seed in range(3)]
+    reference = {id(r): answer_bytes(stub.Sample(r, timeout=30)) for r in requests}
+    before = rows_run(server)
+    waits_before = server.metric("vae_queue_wait_seconds_count", graph="decoder")
+    refused_before = server.metric("grpc_server_handled_total", grpc_method="Sample",
+                                   grpc_code="ResourceExhausted")
+
+    blocked = send_blockers(server, stub, BLOCKERS)
+    crowd = send(stub, (requests[i % 3] for i in range(CROWD)), DEADLINE_SECONDS)
+
+    assert [call.code() for call in blocked] == ["OK"] * BLOCKERS
+    seen = Counter(call.code() for call in crowd)
     assert set(seen) == {"OK", "RESOURCE_EXHAUSTED"}, seen
-    refused = next(o for o in outcomes if isinstance(o, grpc.aio.AioRpcError))
-    assert "queue is full" in refused.details()
-    # Whoever was admitted got the right answer, and afterwards all is well again.
-    images = {o.images.data for o in outcomes if not isinstance(o, grpc.aio.AioRpcError)}
-    assert len(images) == 1
-    again = asyncio.run(flood(server.target, request, calls=1, timeout=30))
-    assert again[0].images.data in images
-    metrics = server.scrape()
-    assert sample_value(metrics, "grpc_server_handled_total",
-                        {"grpc_method": "Sample", "grpc_code": "ResourceExhausted"}) == seen[
-        "RESOURCE_EXHAUSTED"]
-    assert sample_value(metrics, "vae_queue_depth", {"graph": "decoder"}) == 0
+    assert seen["RESOURCE_EXHAUSTED"] > CROWD / 2, seen
+    refused = [call for call in crowd if call.code() != "OK"]
+    admitted = [call for call in crowd if call.code() == "OK"]
+    assert all("queue is full" in call.future.exception().details() for call in refused)
+    # At once: every admitted request waited for the blockers, and every refusal came back
+    # before the first of them.
+    assert max(c.returned_at for c in refused) < min(c.returned_at for c in admitted)
+    # The admitted got the same answer as when asked alone, within their deadline.
+    assert all(answer_bytes(c.future.result()) == reference[id(c.request)] for c in admitted)
+    # Refused rows never queued and never ran; admitted rows ran exactly once.
+    assert rows_run(server) - before == BLOCKERS * BLOCKER_ROWS + ROWS * len(admitted)
+    waits = server.metric("vae_queue_wait_seconds_count", graph="decoder") - waits_before
+    assert waits == BLOCKERS + len(admitted)
+    assert server.metric("grpc_server_handled_total", grpc_method="Sample",
+                         grpc_code="ResourceExhausted") - refused_before == len(refused)
+    # Back to normal: nothing left queued, SERVING, and a request is answered as before.
+    assert server.metric("vae_queue_depth", graph="decoder") == 0
+    assert server.health() == "SERVING"
+    assert answer_bytes(stub.Sample(requests[0], timeout=30)) == reference[id(requests[0])]
 
 
 def test_requests_whose_deadline_passes_in_the_queue_never_reach_onnxruntime(
-    start_vae_server,
+    server, stub
 ) -> None:
-    server = start_vae_server(VAE_MAX_QUEUE=str(64 * 4096))
-    rows_before = sample_value(server.scrape(), "vae_batch_size_sum", {"graph": "decoder"})
-    request = vae_pb2.SampleRequest(count=4096)
-    calls = 8
-    outcomes = asyncio.run(flood(server.target, request, calls=calls, timeout=0.1))
-    seen = codes(outcomes)
-    assert set(seen) <= {"OK", "DEADLINE_EXCEEDED"}, seen
-    assert seen["DEADLINE_EXCEEDED"] > 0
-    rows_run = sample_value(server.scrape(), "vae_batch_size_sum", {"graph": "decoder"})
-    # Some of the expired requests were dropped before their rows ever ran.
-    assert rows_run - rows_before < calls * 4096
+    late_requests = [vae_pb2.SampleRequest(count=1, seed=k) for k in range(20)]
+    before = rows_run(server)
+    started = server.metric("grpc_server_started_total", grpc_method="Sample")
+    handled = server.metric("grpc_server_handled_total", grpc_method="Sample")
+
+    def dropped() -> float:
+        return sum(server.metric("grpc_server_handled_total", grpc_method="Sample",
+                                 grpc_code=code) for code in ("DeadlineExceeded", "Canceled"))
+
+    dropped_before = dropped()
+    blocked = send_blockers(server, stub, 4)
+    late = send(stub, late_requests, 1.0)
+    # Once every late request is in its handler, it is in the queue behind the blockers. Then
+    # the server is frozen until their deadline has passed, so it passes in the queue however
+    # fast the machine runs the blockers.
+    server.wait_for_metric("grpc_server_started_total", started + len(blocked) + len(late),
+                           grpc_method="Sample")
+    server.signal(signal.SIGSTOP)
+    try:
+        expired = Counter(call.code() for call in late)
+    finally:
+        server.signal(signal.SIGCONT)
+
+    assert [call.code() for call in blocked] == ["OK"] * len(blocked)
+    assert expired == {"DEADLINE_EXCEEDED": len(late)}
+    # Each dropped call is counted once its handler has ended, which may come after the
+    # blockers' answers. A call whose client gave up first (the client's deadline fires a few
+    # ms before the server's, taken on arrival) ends as a cancellation: on the wire the two
+    # cannot be told apart, so the server counts it Canceled.
+    server.wait_for_metric("grpc_server_handled_total", handled + len(blocked) + len(late),
+                           grpc_method="Sample")
+    assert dropped() - dropped_before == len(late)
+    # The only rows run were the blockers'.
+    assert rows_run(server) - before == len(blocked) * BLOCKER_ROWS
+    assert server.metric("vae_queue_depth", graph="decoder") == 0
     assert server.health() == "SERVING"
-    fine = asyncio.run(flood(server.target, vae_pb2.SampleRequest(count=1), calls=1, timeout=10))
-    assert codes(fine) == {"OK": 1}

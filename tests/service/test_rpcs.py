@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
+from service.config import Config
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -92,14 +94,17 @@ def test_get_model_info_describes_the_manifest_and_the_limits(client, model_mani
     info = client.info()
     expected = model_manifest
     assert (info.name, info.version) == (expected["name"], expected["version"])
-    assert info.latent_dim == expected["latent_dim"] == 2
-    assert info.image_shape == (28, 28)
+    assert info.latent_dim == expected["latent_dim"]
+    assert info.image_shape == tuple(expected["image_shape"])
     assert info.encoder_sha256 == expected["graphs"]["encoder"]["sha256"]
     assert info.decoder_sha256 == expected["graphs"]["decoder"]["sha256"]
     assert info.training_metrics["heldout_neg_elbo_nats"] == pytest.approx(
         expected["training"]["heldout_neg_elbo_nats"]
     )
-    assert info.max_request_rows == 4096 and info.max_batch_size == 1024
+    # The server runs with the default limits.
+    assert (info.max_request_rows, info.max_batch_size) == (
+        Config().max_request_rows, Config().max_batch_size
+    )
 
 
 def test_a_request_larger_than_the_max_batch_comes_back_whole_and_in_order(client, heldout) -> None:

@@ -1,5 +1,7 @@
 """Configuration: flags beat VAE_* variables beat defaults; bad values are named."""
 
+import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +17,32 @@ from service.config import (
     set_grpc_environment,
 )
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 
-def test_defaults_are_the_documented_ones() -> None:
+
+def documented_defaults() -> dict[str, str]:
+    """The README's configuration table: each setting's field name and its default's text."""
+    rows = re.findall(r"^\| `VAE_(\w+)` \| `--[\w-]+` \| ([^|]+) \|", README.read_text(), re.M)
+    return {name.lower(): default.strip() for name, default in rows}
+
+
+def test_the_readme_documents_every_setting_with_the_default_in_force() -> None:
+    documented = documented_defaults()
     config = load_config([], {})
-    assert (config.host, config.grpc_port, config.metrics_port) == ("0.0.0.0", 50051, 9090)
-    assert config.model_dir == Path("models/vae-mnist")
-    assert config.reflection is True and config.tls is False
-    assert config.intra_op_threads == available_cpus()
+    assert set(documented) == {field.name for field in dataclasses.fields(Config)}
+    for name, text in documented.items():
+        value = getattr(config, name)
+        if name == "intra_op_threads":
+            assert (text, value) == ("CPUs available", available_cpus())
+        elif value is None:
+            assert text == "—", name
+        elif isinstance(value, bool):
+            assert text == str(value).lower(), name
+        elif isinstance(value, int | float):
+            assert float(text.split(" (")[0]) == value, name  # "33554432 (32 MiB)"
+        else:
+            assert text == str(value), name
+    assert config.tls is False
     assert config.max_queue >= config.max_request_rows
 
 

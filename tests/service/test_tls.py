@@ -1,50 +1,81 @@
-"""TLS and mutual TLS from the VAE_TLS_* files, with certificates made for the test (`pki`)."""
+"""TLS and mutual TLS from the VAE_TLS_* files, with certificates made for the test (`pki`).
 
+A TLS server serves the clients that trust its CA and refuses the rest; with a client CA it
+also refuses clients without a certificate that CA signed, and refused clients do no harm to
+the one being served beside them. Misconfigured files stop start-up with one line naming the
+setting.
+"""
+
+import json
 import subprocess
 import sys
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from tests.traffic import Traffic, seeded_requests
 from vae_client import VAEClient, channel_credentials, open_channel
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
+def tls_server(start_vae_server, pki):
+    return start_vae_server(
+        VAE_TLS_CERT_FILE=str(pki["server_cert"]), VAE_TLS_KEY_FILE=str(pki["server_key"])
+    )
+
+
+@pytest.fixture(scope="module")
 def mtls_server(start_vae_server, pki):
     return start_vae_server(
-        VAE_TLS_CERT_FILE=str(pki["server_cert"]),
-        VAE_TLS_KEY_FILE=str(pki["server_key"]),
+        VAE_TLS_CERT_FILE=str(pki["server_cert"]), VAE_TLS_KEY_FILE=str(pki["server_key"]),
         VAE_TLS_CLIENT_CA_FILE=str(pki["ca"]),
     )
 
 
-def client_for(server, pki, who: str | None) -> VAEClient:
-    credentials = channel_credentials(
-        pki["ca"],
-        pki[f"{who}_cert"] if who else None,
-        pki[f"{who}_key"] if who else None,
-    )
-    return VAEClient(channel=open_channel(server.target, credentials), timeout_seconds=10)
+def refused(channel: grpc.Channel) -> grpc.StatusCode:
+    """The status of a call over `channel`, which must fail."""
+    with pytest.raises(grpc.RpcError) as raised, VAEClient(channel=channel,
+                                                           timeout_seconds=10) as client:
+        client.info()
+    return raised.value.code()
 
 
-def test_a_client_with_a_certificate_from_the_client_ca_is_served(mtls_server, pki) -> None:
-    with client_for(mtls_server, pki, "client") as client:
-        assert client.sample(2, seed=1).images.shape == (2, 28, 28)
+def test_a_tls_server_serves_clients_trusting_its_ca_and_refuses_the_rest(tls_server, pki):
+    trusting = open_channel(tls_server.target, channel_credentials(pki["ca"]))
+    with VAEClient(channel=trusting, timeout_seconds=10) as client:
+        assert client.info().name == "vae-mnist"
+    assert refused(grpc.insecure_channel(tls_server.target)) == grpc.StatusCode.UNAVAILABLE
+    # A client whose trust anchor did not sign the server's certificate.
+    distrusting = open_channel(tls_server.target, channel_credentials(pki["stranger_cert"]))
+    assert refused(distrusting) == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.mark.parametrize("who", [None, "stranger"])
-def test_a_client_without_the_right_certificate_is_refused(mtls_server, pki, who) -> None:
-    with pytest.raises(grpc.RpcError) as raised, client_for(mtls_server, pki, who) as client:
-        client.sample(1)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-
-
-def test_a_plaintext_client_is_refused(mtls_server) -> None:
-    with pytest.raises(grpc.RpcError) as raised, VAEClient(mtls_server.target) as client:
-        client.sample(1)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+def test_refused_clients_do_no_harm_to_a_mutual_tls_client_served_beside_them(
+    mtls_server, pki, heldout
+) -> None:
+    credentials = {
+        "right certificate": channel_credentials(pki["ca"], pki["client_cert"],
+                                                 pki["client_key"]),
+        "no certificate": channel_credentials(pki["ca"]),
+        "another CA's certificate": channel_credentials(pki["ca"], pki["stranger_cert"],
+                                                        pki["stranger_key"]),
+    }
+    served = Traffic(mtls_server.target, seeded_requests(heldout), callers=2,
+                     channel_factory=lambda: open_channel(mtls_server.target,
+                                                          credentials["right certificate"]))
+    with served:
+        for _ in range(3):
+            for who in ("no certificate", "another CA's certificate"):
+                channel = open_channel(mtls_server.target, credentials[who])
+                assert refused(channel) == grpc.StatusCode.UNAVAILABLE, who
+            assert refused(grpc.insecure_channel(mtls_server.target)) == (
+                grpc.StatusCode.UNAVAILABLE
+            )
+        served.wait_answered(len(served.calls))
+    served.assert_clean()
 
 
 def test_the_healthcheck_speaks_mutual_tls(mtls_server, pki) -> None:
@@ -57,24 +88,69 @@ def test_the_healthcheck_speaks_mutual_tls(mtls_server, pki) -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "SERVING")
 
 
-def test_tls_without_a_client_ca_serves_any_client_that_trusts_the_server(
-    start_vae_server, pki
-) -> None:
-    server = start_vae_server(
-        VAE_TLS_CERT_FILE=str(pki["server_cert"]), VAE_TLS_KEY_FILE=str(pki["server_key"])
-    )
-    with client_for(server, pki, None) as client:
-        assert client.info().name == "vae-mnist"
+def encrypted_key(pki, path):
+    key = serialization.load_pem_private_key(pki["server_key"].read_bytes(), password=None)
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    ))
+    return path
 
 
-def test_an_unreadable_certificate_stops_start_up_with_one_line(
-    start_vae_server, pki, tmp_path
+def not_pem(path):
+    path.write_text("this is not a PEM file\n")
+    return path
+
+
+def empty(path):
+    path.write_bytes(b"")
+    return path
+
+
+# (cert, key, client CA, the setting named, words of the reason), each a function of
+# (pki, tmp_path) giving a path.
+MISCONFIGURATIONS = {
+    "certificate missing": (
+        lambda p, t: t / "missing.pem", lambda p, t: p["server_key"], None,
+        "VAE_TLS_CERT_FILE", "cannot read"),
+    "key of another certificate": (
+        lambda p, t: p["server_cert"], lambda p, t: p["client_key"], None,
+        "VAE_TLS_KEY_FILE", "is not the key of the certificate"),
+    "certificate not PEM": (
+        lambda p, t: not_pem(t / "cert.pem"), lambda p, t: p["server_key"], None,
+        "VAE_TLS_CERT_FILE", "holds no PEM certificate"),
+    "key not PEM": (
+        lambda p, t: p["server_cert"], lambda p, t: not_pem(t / "key.pem"), None,
+        "VAE_TLS_KEY_FILE", "holds no PEM private key"),
+    "certificate and key swapped": (
+        lambda p, t: p["server_key"], lambda p, t: p["server_cert"], None,
+        "VAE_TLS_CERT_FILE", "holds no PEM certificate"),
+    "encrypted key": (
+        lambda p, t: p["server_cert"], lambda p, t: encrypted_key(p, t / "key.pem"), None,
+        "VAE_TLS_KEY_FILE", "the key is encrypted"),
+    "empty client CA": (
+        lambda p, t: p["server_cert"], lambda p, t: p["server_key"],
+        lambda p, t: empty(t / "ca.pem"), "VAE_TLS_CLIENT_CA_FILE", "holds no PEM certificate"),
+    "client CA a key": (
+        lambda p, t: p["server_cert"], lambda p, t: p["server_key"],
+        lambda p, t: p["client_key"], "VAE_TLS_CLIENT_CA_FILE", "holds no PEM certificate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISCONFIGURATIONS))
+def test_a_tls_misconfiguration_stops_start_up_with_one_line_naming_the_setting(
+    start_vae_server, pki, tmp_path, case
 ) -> None:
-    server = start_vae_server(
-        wait_serving=False,
-        VAE_TLS_CERT_FILE=str(tmp_path / "missing.pem"),
-        VAE_TLS_KEY_FILE=str(pki["server_key"]),
-    )
+    cert, key, client_ca, setting, reason = MISCONFIGURATIONS[case]
+    env = {"VAE_TLS_CERT_FILE": str(cert(pki, tmp_path)),
+           "VAE_TLS_KEY_FILE": str(key(pki, tmp_path))}
+    if client_ca is not None:
+        env["VAE_TLS_CLIENT_CA_FILE"] = str(client_ca(pki, tmp_path))
+    server = start_vae_server(wait_serving=False, **env)
     assert server.wait_exit() == 1
-    (error,) = [r for r in server.records() if r["level"] == "ERROR"]
-    assert error["message"].startswith("cannot start: VAE_TLS_CERT_FILE: cannot read")
+    # Every line is one JSON record: grpc never got to print its own reasons.
+    records = [json.loads(line) for line in server.lines]
+    (error,) = [r for r in records if r["level"] == "ERROR"]
+    assert error["message"].startswith(f"cannot start: {setting}: "), error
+    assert reason in error["message"], error
+    assert not any(r["message"] == "serving" for r in records)

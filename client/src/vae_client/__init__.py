@@ -5,16 +5,29 @@
     with VAEClient("localhost:50051") as client:
         images = client.sample(64, seed=7).images      # (64, 28, 28) float32 in [0, 1]
         embedding = client.encode(images).mean         # (64, 2)
+        morph = client.interpolate(images[0], images[1], 10).images   # (10, 28, 28)
 
 read_digit and save_grid read and write PNG files; they need Pillow, the `images` extra.
 """
 
 from vae_client._channel import channel_credentials, open_channel
-from vae_client._client import Embeddings, ModelInfo, Reconstructions, SampledDigits, VAEClient
+from vae_client._client import (
+    DigitVariations,
+    Embeddings,
+    LatentPath,
+    LikelihoodScores,
+    ModelInfo,
+    Reconstructions,
+    SampledDigits,
+    VAEClient,
+)
 from vae_client._images import PillowMissing, read_digit, save_grid
 
 __all__ = [
+    "DigitVariations",
     "Embeddings",
+    "LatentPath",
+    "LikelihoodScores",
     "ModelInfo",
     "PillowMissing",
     "Reconstructions",

@@ -2,13 +2,21 @@
 
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal
 
 import grpc
 import numpy as np
+from numpy.typing import ArrayLike
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from vae_client._channel import open_channel
 from vae_client._tensors import from_tensor, to_tensor
+
+# An interpolation endpoint of this many values is an image: no VAE of 28x28 digits has a
+# latent space as large as its images.
+IMAGE_PIXELS = 28 * 28
+
+_PATHS = {"linear": vae_pb2.PATH_LINEAR, "spherical": vae_pb2.PATH_SPHERICAL}
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,36 @@ class ModelInfo:
     max_batch_size: int
     encoder_sha256: str
     decoder_sha256: str
+    max_interpolation_steps: int
+
+
+@dataclass(frozen=True)
+class LatentPath:
+    """Images (steps, 28, 28) decoded from the points (steps, latent_dim) of an interpolation;
+    the first and last points are the endpoints' exactly."""
+
+    images: np.ndarray
+    latents: np.ndarray
+    model_version: str
+
+
+@dataclass(frozen=True)
+class DigitVariations:
+    """Images (N, count, 28, 28) decoded from posterior draws (N, count, latent_dim) of each
+    of N images."""
+
+    images: np.ndarray
+    latents: np.ndarray
+    model_version: str
+
+
+@dataclass(frozen=True)
+class LikelihoodScores:
+    """Per image, in nats: the ELBO and the importance-weighted bound on log p(x), (N,) each."""
+
+    elbo: np.ndarray
+    log_likelihood: np.ndarray
+    model_version: str
 
 
 class VAEClient:
@@ -142,6 +180,86 @@ class VAEClient:
             max_batch_size=response.max_batch_size,
             encoder_sha256=response.encoder_sha256,
             decoder_sha256=response.decoder_sha256,
+            max_interpolation_steps=response.max_interpolation_steps,
+        )
+
+    def interpolate(
+        self,
+        start: ArrayLike,
+        end: ArrayLike,
+        steps: int,
+        *,
+        path: Literal["spherical", "linear"] = "spherical",
+    ) -> LatentPath:
+        """`steps` (2 or more, start and end included) points from `start` to `end`, decoded.
+
+        Each endpoint is an image or a latent point, told apart by its values: a uint8 array,
+        or one of 784 values ((784,), (28, 28), (1, 784) or (1, 28, 28)), is an image, whose
+        posterior mean is the point; anything else is a latent point, (latent_dim,) or
+        (1, latent_dim). `path` "spherical" keeps to the shell where the prior puts its mass
+        (the norm changes linearly while the direction turns evenly); "linear" is the
+        straight line.
+        """
+        if path not in _PATHS:
+            raise ValueError(f"path must be 'spherical' or 'linear', got {path!r}")
+        response = self._stub.Interpolate(
+            vae_pb2.InterpolateRequest(
+                start=_endpoint(start), end=_endpoint(end), steps=steps, path=_PATHS[path]
+            ),
+            timeout=self.timeout_seconds,
+        )
+        return LatentPath(
+            from_tensor(response.images), from_tensor(response.latents), response.model_version
+        )
+
+    def variations(
+        self,
+        images: np.ndarray,
+        count: int,
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> DigitVariations:
+        """`count` digits like each image: draws from its posterior, decoded.
+
+        `temperature` scales the posterior's standard deviation (1.0 when None; 0 gives the
+        posterior mean). With a seed the draws are bitwise repeatable, and are
+        `mean[:, None] + temperature * exp(0.5 * log_variance)[:, None] * eps` in float32 with
+        `eps = numpy.random.default_rng(seed).standard_normal((N, count, latent_dim),
+        dtype=numpy.float32)` and `encode(images)`'s mean and log-variance.
+        """
+        response = self._stub.Variations(
+            vae_pb2.VariationsRequest(
+                images=to_tensor(np.asarray(images)),
+                count=count,
+                temperature=temperature,
+                seed=seed,
+            ),
+            timeout=self.timeout_seconds,
+        )
+        return DigitVariations(
+            from_tensor(response.images), from_tensor(response.latents), response.model_version
+        )
+
+    def score(
+        self, images: np.ndarray, samples: int, *, seed: int | None = None
+    ) -> LikelihoodScores:
+        """How likely the model finds each image, from `samples` posterior draws per image.
+
+        The importance-weighted bound tightens towards log p(x) as `samples` grows. The draws
+        are those of `variations(images, samples, temperature=1.0, seed=seed)`, so a seed makes
+        the scores bitwise repeatable.
+        """
+        response = self._stub.Score(
+            vae_pb2.ScoreRequest(
+                images=to_tensor(np.asarray(images)), samples=samples, seed=seed
+            ),
+            timeout=self.timeout_seconds,
+        )
+        return LikelihoodScores(
+            np.array(response.elbo, dtype=np.float32),
+            np.array(response.log_likelihood, dtype=np.float32),
+            response.model_version,
         )
 
     def close(self) -> None:
@@ -158,3 +276,11 @@ class VAEClient:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _endpoint(point: ArrayLike) -> vae_pb2.Endpoint:
+    """An image if `point` is uint8 or holds IMAGE_PIXELS values, else a latent point."""
+    array = np.asarray(point)
+    if array.dtype == np.uint8 or array.size == IMAGE_PIXELS:
+        return vae_pb2.Endpoint(image=to_tensor(array))
+    return vae_pb2.Endpoint(latent=to_tensor(array))

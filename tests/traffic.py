@@ -1,5 +1,5 @@
-"""What the reliability tests share: well-formed traffic checked against reference answers,
-scraped metric values, and the outcome of a call as one word.
+"""Well-formed traffic checked against reference answers, for tests in which something goes
+wrong on the server while callers keep calling (a roll-out, a drain, bad input beside them).
 
     with Traffic(server.target, seeded_requests(heldout)) as traffic:
         ...  # the failure under test happens here
@@ -11,47 +11,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from service.tensors import to_proto
 
-REPO = Path(__file__).resolve().parents[2]
-BUNDLED_MODEL_DIR = REPO / "models" / "vae-mnist"
 # Large enough for any response the tests ask for.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
 CALL_TIMEOUT_SECONDS = 30.0
-
-
-def metric(server, name: str, **labels: str) -> float:
-    """The sum of the scraped samples called `name` whose labels include `labels` (0 if none)."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(server.scrape())
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def wait_for_metric(
-    server, name: str, at_least: float, timeout: float = 30.0, **labels: str
-) -> float:
-    """Scrape until the metric reaches `at_least`; its value then. Fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while (value := metric(server, name, **labels)) < at_least:
-        assert time.monotonic() < deadline, f"{name}{labels} stayed at {value} < {at_least}"
-        time.sleep(0.02)
-    return value
-
-
-def outcome(error: grpc.RpcError) -> str:
-    """A failed call as the name of its status code, e.g. "RESOURCE_EXHAUSTED"."""
-    return error.code().name
-
 
 Call = tuple[str, object]  # (method name, request message)
 
@@ -168,8 +137,9 @@ class Traffic:
                     try:
                         response = getattr(stub, method)(request, timeout=CALL_TIMEOUT_SECONDS)
                     except grpc.RpcError as error:
-                        self._record(log, outcome(error))
-                        log.errors.append(f"{method}: {outcome(error)}: {error.details()}")
+                        code = error.code().name
+                        self._record(log, code)
+                        log.errors.append(f"{method}: {code}: {error.details()}")
                         if self._stop_on(error):
                             return
                         continue
