@@ -27,10 +27,17 @@ from service.validation import (
 from service.wire import Response, TensorField
 
 
+# gRPC reports a call without a deadline as one some 292 billion years away; as the timeout of a
+# wait, that overflows the OS's clock. A deadline further out than this is taken as none.
+_NO_DEADLINE_BEYOND_SECONDS = 10 * 365 * 24 * 3600.0
+
+
 def _deadline(context: grpc.ServicerContext) -> float | None:
     """The caller's deadline as a `time.monotonic()` instant, None when it set none."""
     remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+    if remaining is None or remaining > _NO_DEADLINE_BEYOND_SECONDS:
+        return None
+    return time.monotonic() + remaining
 
 
 def _seed(
