@@ -40,3 +40,9 @@ def to_proto(array: np.ndarray, shape: Sequence[int] | None = None) -> vae_pb2.T
 def from_proto(tensor: vae_pb2.Tensor) -> np.ndarray:
     """The numpy array a (trusted) Tensor holds, e.g. one in a response; no range checks."""
     return np.frombuffer(tensor.data, dtype=_NUMPY_DTYPES[tensor.dtype]).reshape(tensor.shape)
+
+
+def quantize_images(images: np.ndarray) -> np.ndarray:
+    """float32 pixels in [0, 1] as UINT8's 0..255: round(p x 255), in float32 before rounding
+    (vae.proto's definition, which a caller can reproduce bitwise)."""
+    return np.rint(images * np.float32(255)).astype(np.uint8)

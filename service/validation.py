@@ -32,7 +32,7 @@ def check_rows(field: str, rows: int, max_rows: int) -> None:
         raise InvalidArgument(field, f"must be between 1 and {max_rows}, got {rows}")
 
 
-def temperature_of(request: vae_pb2.SampleRequest) -> float:
+def temperature_of(request: vae_pb2.SampleRequest | vae_pb2.SampleStreamRequest) -> float:
     """The request's temperature, 1.0 when unset; it must be > 0 and at most MAX_TEMPERATURE."""
     if not request.HasField("temperature"):
         return 1.0
@@ -42,6 +42,38 @@ def temperature_of(request: vae_pb2.SampleRequest) -> float:
             "temperature", f"must be > 0 and at most {MAX_TEMPERATURE:g}, got {temperature:g}"
         )
     return temperature
+
+
+def stream_rows(count: int, start_index: int, max_rows: int) -> None:
+    """Reject a SampleStream whose dataset is outside 1..max_rows rows or which starts past
+    its end."""
+    check_rows("count", count, max_rows)
+    if start_index >= count:
+        raise InvalidArgument(
+            "start_index", f"must be less than count ({count}), got {start_index}"
+        )
+
+
+def chunk_rows_of(chunk_rows: int, max_chunk_rows: int) -> int:
+    """Rows per SampleStream chunk: 1..max_chunk_rows, and unset (0) means max_chunk_rows."""
+    if chunk_rows == 0:
+        return max_chunk_rows
+    if chunk_rows > max_chunk_rows:
+        raise InvalidArgument(
+            "chunk_rows", f"must be between 1 and {max_chunk_rows} (or unset), got {chunk_rows}"
+        )
+    return chunk_rows
+
+
+def output_dtype_of(dtype: int) -> int:
+    """The element type to send images in: FLOAT32 (also when unset) or UINT8."""
+    if dtype == vae_pb2.DTYPE_UNSPECIFIED:
+        return FLOAT32
+    if dtype not in (FLOAT32, UINT8):
+        raise InvalidArgument(
+            "output_dtype", f"must be FLOAT32, UINT8 or unset, got {_dtype_name(dtype)}"
+        )
+    return dtype
 
 
 def images_from_proto(
