@@ -19,6 +19,8 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIB = 1024 * 1024
 MAX_UINT64 = 2**64 - 1
+# SampleStreamRequest.count: "1..max_stream_rows (GetModelInfo, at least 10^8)".
+MIN_STREAM_ROWS = 10**8
 
 # gRPC's own settings, given to it through its environment unless the operator set them. gRPC
 # reads them once, when it loads: `set_grpc_environment` must run before the first `import grpc`.
@@ -91,7 +93,9 @@ class Config:
     max_request_rows: int = _setting(4096, "Largest count (Sample) or N (tensors) per request.")
     # A stream's count is the size of the dataset it describes, not what the server holds:
     # rows are made chunk by chunk, so this bounds only how long one stream may run.
-    max_stream_rows: int = _setting(10**9, "Largest count of one SampleStream, in rows.")
+    max_stream_rows: int = _setting(
+        10**9, "Largest count of one SampleStream, in rows; at least 10^8."
+    )
     # As large as a full batch, so a stream's chunk runs in one onnxruntime call.
     max_chunk_rows: int = _setting(
         1024, "Largest rows per SampleStream chunk; also the default chunk size."
@@ -150,8 +154,11 @@ class Config:
                 f"{env_name('max_chunk_rows')} ({self.max_chunk_rows}), "
                 "or the largest stream chunks could never be queued"
             )
-        if self.max_stream_rows > MAX_UINT64:
-            raise ConfigError(f"{env_name('max_stream_rows')} must be at most {MAX_UINT64}")
+        if not MIN_STREAM_ROWS <= self.max_stream_rows <= MAX_UINT64:
+            raise ConfigError(
+                f"{env_name('max_stream_rows')} must be between {MIN_STREAM_ROWS} (vae.proto "
+                f"promises callers streams of that many rows) and {MAX_UINT64}"
+            )
         if self.largest_message_bytes() > self.max_message_bytes:
             raise ConfigError(
                 f"{env_name('max_message_bytes')} ({self.max_message_bytes}) is below the "
