@@ -202,3 +202,16 @@ def test_reflection_describes_the_stream(vae_server) -> None:
         method = pool.FindMethodByName("vae.v1.VAEService.SampleStream")
         assert (method.client_streaming, method.server_streaming) == (False, True)
         assert method.output_type.full_name == "vae.v1.SampleChunk"
+
+
+def test_a_body_that_is_not_a_request_is_invalid_argument(vae_server) -> None:
+    with grpc.insecure_channel(vae_server.target) as channel, pytest.raises(
+        grpc.RpcError
+    ) as raised:
+        list(channel.unary_stream("/vae.v1.VAEService/SampleStream")(
+            b"\xff\xff\xff", timeout=CALL_SECONDS
+        ))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == (
+        "request: the body is not a valid vae.v1.SampleStreamRequest message"
+    )
