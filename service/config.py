@@ -18,6 +18,9 @@ ENV_PREFIX = "VAE_"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIB = 1024 * 1024
+MAX_UINT64 = 2**64 - 1
+# SampleStreamRequest.count: "1..max_stream_rows (GetModelInfo, at least 10^8)".
+MIN_STREAM_ROWS = 10**8
 
 # gRPC's own settings, given to it through its environment unless the operator set them. gRPC
 # reads them once, when it loads: `set_grpc_environment` must run before the first `import grpc`.
@@ -88,6 +91,15 @@ class Config:
         16384, "Rows waiting per graph; beyond it requests get RESOURCE_EXHAUSTED at once."
     )
     max_request_rows: int = _setting(4096, "Largest count (Sample) or N (tensors) per request.")
+    # A stream's count is the size of the dataset it describes, not what the server holds:
+    # rows are made chunk by chunk, so this bounds only how long one stream may run.
+    max_stream_rows: int = _setting(
+        10**9, "Largest count of one SampleStream, in rows; at least 10^8."
+    )
+    # As large as a full batch, so a stream's chunk runs in one onnxruntime call.
+    max_chunk_rows: int = _setting(
+        1024, "Largest rows per SampleStream chunk; also the default chunk size."
+    )
     handler_threads: int = _setting(
         32,
         "Threads that run calls; also the most calls a batch can gather. Further calls wait "
@@ -122,7 +134,7 @@ class Config:
                 raise ConfigError(f"{env_name(name)} must be a port number 0..65535")
         for name in (
             "max_batch_size", "max_queue", "max_request_rows", "intra_op_threads",
-            "handler_threads",
+            "handler_threads", "max_stream_rows", "max_chunk_rows",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{env_name(name)} must be at least 1")
@@ -136,11 +148,23 @@ class Config:
                 f"{env_name('max_request_rows')} ({self.max_request_rows}), "
                 "or the largest requests could never be queued"
             )
+        if self.max_queue < self.max_chunk_rows:
+            raise ConfigError(
+                f"{env_name('max_queue')} ({self.max_queue}) must be at least "
+                f"{env_name('max_chunk_rows')} ({self.max_chunk_rows}), "
+                "or the largest stream chunks could never be queued"
+            )
+        if not MIN_STREAM_ROWS <= self.max_stream_rows <= MAX_UINT64:
+            raise ConfigError(
+                f"{env_name('max_stream_rows')} must be between {MIN_STREAM_ROWS} (vae.proto "
+                f"promises callers streams of that many rows) and {MAX_UINT64}"
+            )
         if self.largest_message_bytes() > self.max_message_bytes:
             raise ConfigError(
                 f"{env_name('max_message_bytes')} ({self.max_message_bytes}) is below the "
-                f"{self.largest_message_bytes()} bytes a request of "
-                f"{env_name('max_request_rows')}={self.max_request_rows} float32 images needs"
+                f"{self.largest_message_bytes()} bytes a message of "
+                f"{max(self.max_request_rows, self.max_chunk_rows)} float32 images needs "
+                f"({env_name('max_request_rows')}, {env_name('max_chunk_rows')})"
             )
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"{env_name('log_format')} must be one of {', '.join(LOG_FORMATS)}")
@@ -156,8 +180,9 @@ class Config:
             )
 
     def largest_message_bytes(self) -> int:
-        """Bytes of the largest valid message: max_request_rows float32 MNIST images + framing."""
-        return self.max_request_rows * 784 * 4 + 4096
+        """Bytes of the largest valid message: a request's or a stream chunk's most float32
+        MNIST images, + framing."""
+        return max(self.max_request_rows, self.max_chunk_rows) * 784 * 4 + 4096
 
     @property
     def tls(self) -> bool:

@@ -1,5 +1,6 @@
 """Wraps every servicer method: admission while draining, gRPC metrics, and exceptions turned
-into status codes.
+into status codes. `instrumented` wraps a unary method, `instrumented_stream` one whose
+response is a stream.
 
 This does the job of a server interceptor (as kserve's does) with a plain wrapper per method,
 built once at start-up: an interceptor adds a handler lookup and a wrapper object to every
@@ -9,7 +10,7 @@ call, and the wrapper costs three metric updates.
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -20,6 +21,7 @@ from service.metrics import RpcMetrics
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, grpc.ServicerContext], Any]
+StreamHandler = Callable[[Any, grpc.ServicerContext], Iterator[Any]]
 
 
 class InFlightRequests:
@@ -27,6 +29,8 @@ class InFlightRequests:
 
     A request counts from its admission until gRPC has finished it, its response sent: the
     batcher reads the count as its load signal, and a call still sending its response is load.
+    A stream counts until it has ended. `draining` tells the streams to end before their next
+    chunk, so that the drain does not wait for whole datasets.
 
     gRPC's own `server.stop(grace)` cancels calls that arrive during the grace period
     (CANCELLED, which clients do not retry); draining here first refuses them with
@@ -67,18 +71,37 @@ def _code_of_a_call_gone(context: grpc.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
 
 
-def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequests) -> Handler:
-    """`method` admitted, counted and timed, with its exceptions sent to the caller as status
-    codes. Every outcome is counted before the caller can see it: one that has its answer must
-    find it in /metrics."""
-    begin, end = requests.begin, requests.end
-    started = metrics.started
+def _failure(
+    exc: Exception, context: grpc.ServicerContext, name: str
+) -> tuple[grpc.StatusCode, str]:
+    """The status of a call whose method `name` raised `exc`; an unexpected error is logged."""
+    if not context.is_active():  # The caller has its status from gRPC already.
+        return _code_of_a_call_gone(context), "the call ended first"
+    code, message = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("%s failed", name, exc_info=exc)
+    return code, message
+
+
+def _outcome_counter(metrics: RpcMetrics) -> Callable[[grpc.StatusCode, float], None]:
+    """count(code, began): one call ended with `code`, having begun at `began`."""
     handling_seconds = metrics.handling_seconds
     handled = metrics.handled
 
     def count(code: grpc.StatusCode, began: float) -> None:
         handled(code).inc()
         handling_seconds.observe(time.monotonic() - began)
+
+    return count
+
+
+def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequests) -> Handler:
+    """`method` admitted, counted and timed, with its exceptions sent to the caller as status
+    codes. Every outcome is counted before the caller can see it: one that has its answer must
+    find it in /metrics."""
+    begin, end = requests.begin, requests.end
+    started = metrics.started
+    count = _outcome_counter(metrics)
 
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         started.inc()
@@ -90,17 +113,48 @@ def instrumented(method: Handler, metrics: RpcMetrics, requests: InFlightRequest
                 end()
             response = method(request, context)
         except Exception as exc:
-            if context.is_active():
-                code, message = status_for(exc)
-                if code is grpc.StatusCode.INTERNAL:
-                    log.error("%s failed", method.__qualname__, exc_info=exc)
-            else:  # The caller has its status from gRPC already.
-                code, message = _code_of_a_call_gone(context), "the call ended first"
+            code, message = _failure(exc, context, method.__qualname__)
             count(code, began)
             context.abort(code, message)
         # The caller left while the answer was made: gRPC drops it.
         count(grpc.StatusCode.OK if context.is_active() else _code_of_a_call_gone(context),
               began)
         return response
+
+    return handler
+
+
+def instrumented_stream(
+    method: StreamHandler, metrics: RpcMetrics, requests: InFlightRequests
+) -> StreamHandler:
+    """`method`, whose response is a stream of messages, admitted, counted and timed as
+    `instrumented` does, from its first message to its status; its exceptions, raised at any
+    message, sent to the caller as status codes.
+
+    gRPC asks for the next message only once it has sent the last one, and stops asking when
+    the caller has left (cancelled, or past its deadline): the stream is then closed where it
+    waited, and counted as the caller's ending.
+    """
+    begin, end = requests.begin, requests.end
+    started = metrics.started
+    count = _outcome_counter(metrics)
+
+    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        started.inc()
+        began = time.monotonic()
+        try:
+            begin()
+            if not context.add_callback(end):
+                end()
+            yield from method(request, context)
+        except GeneratorExit:
+            count(_code_of_a_call_gone(context), began)
+            raise
+        except Exception as exc:
+            code, message = _failure(exc, context, method.__qualname__)
+            count(code, began)
+            context.abort(code, message)
+        count(grpc.StatusCode.OK if context.is_active() else _code_of_a_call_gone(context),
+              began)
 
     return handler

@@ -22,7 +22,7 @@ from service.latent import (
     posterior_draws,
 )
 from service.model import Model, ModelHolder
-from service.noise import NoiseSource
+from service.noise import NoiseSource, stream_latents
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,23 @@ class VAEPipeline:
             latents *= temperature
         (images,) = self._decoder.run(model.decoder, latents, deadline, is_active)
         return images, latents
+
+    def sample_rows(
+        self,
+        model: Model,
+        seed: int,
+        temperature: float,
+        first_row: int,
+        rows: int,
+        deadline: float | None,
+        is_active: IsActive = None,
+    ) -> DecodedLatents:
+        """Rows first_row .. first_row + rows - 1 of the SampleStream dataset of `seed` and
+        `temperature`: each row's latent is a function of the row's index alone
+        (service.noise.stream_latents), decoded in one batcher request."""
+        latents = stream_latents(seed, first_row, rows, model.latent_dim, temperature)
+        (images,) = self._decoder.run(model.decoder, latents, deadline, is_active)
+        return DecodedLatents(images, latents)
 
     def encode(
         self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None,

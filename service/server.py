@@ -32,14 +32,14 @@ from vae.v1 import vae_pb2
 from service.batching import Batcher, BatchPolicySettings
 from service.config import Config, ConfigError
 from service.errors import InvalidArgument
-from service.instrumentation import Handler, InFlightRequests, instrumented
+from service.instrumentation import Handler, InFlightRequests, instrumented, instrumented_stream
 from service.logging_setup import fields
 from service.metrics import Metrics
 from service.model import Model, ModelHolder, ModelLoadError, load_model, newest_version_dir
 from service.pipeline import VAEPipeline
 from service.reflection import enable_reflection
 from service.reload import ModelReloader
-from service.servicer import VAEServicer
+from service.servicer import StreamSettings, VAEServicer
 from service.tls import server_credentials
 from service.wire import serialize
 
@@ -100,24 +100,33 @@ def _add_vae_service(
     requests: InFlightRequests,
 ) -> None:
     """Register VAEService's methods. Per method: the request parsed by a parser that never
-    raises, a malformed one refused, the servicer's method run inside the instrumentation, and
-    its response serialized by service.wire.
+    raises, a malformed one refused, the servicer's method run inside the instrumentation (for
+    a streaming response, the stream's), and its response, or each message of its stream,
+    serialized by service.wire.
 
     This replaces the generated `add_VAEServiceServicer_to_server` to swap in the parsers and
     the serializer.
     """
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in _SERVICE.methods:
-        handler = instrumented(
-            _refusing_malformed(getattr(servicer, method.name)),
-            metrics.rpc(SERVICE_NAME, method.name),
-            requests,
-        )
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            handler,
-            request_deserializer=_tolerant_parser(getattr(vae_pb2, method.input_type.name)),
-            response_serializer=serialize,
-        )
+        servicer_method = _refusing_malformed(getattr(servicer, method.name))
+        parser = _tolerant_parser(getattr(vae_pb2, method.input_type.name))
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                instrumented_stream(
+                    servicer_method,
+                    metrics.rpc(SERVICE_NAME, method.name, "server_stream"),
+                    requests,
+                ),
+                request_deserializer=parser,
+                response_serializer=serialize,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                instrumented(servicer_method, metrics.rpc(SERVICE_NAME, method.name), requests),
+                request_deserializer=parser,
+                response_serializer=serialize,
+            )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
@@ -189,8 +198,11 @@ class Service:
         self.reloader = ModelReloader(
             config.model_dir, self.models, metrics, config.intra_op_threads, config.max_batch_size
         )
+        streams = StreamSettings(
+            config.max_stream_rows, config.max_chunk_rows, lambda: self.requests.draining
+        )
         self.server, self.port = create_server(
-            config, VAEServicer(pipeline), self.health, metrics, self.requests
+            config, VAEServicer(pipeline, streams), self.health, metrics, self.requests
         )
 
     def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:

@@ -5,18 +5,26 @@ response message with the tensors still numpy arrays beside it (a service.wire.R
 server registers service.wire's serializer, which turns it into the bytes gRPC sends. No
 try/except here: exceptions travel to service.instrumentation, which maps them to status codes
 in one place.
+
+SampleStream is a generator: gRPC sends each chunk it yields before asking for the next, so a
+stream makes its rows one chunk at a time, as fast as the caller reads them.
 """
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
 from vae.v1 import vae_pb2
 
+from service.errors import ShuttingDown
+from service.noise import fresh_stream_seed
 from service.pipeline import VAEPipeline
 from service.tensors import images_as
 from service.validation import (
     check_rows,
+    chunk_rows_of,
     draws_per_image,
     endpoint_from_proto,
     images_from_proto,
@@ -24,10 +32,25 @@ from service.validation import (
     interpolation_steps,
     latents_from_proto,
     output_dtype_of,
+    stream_rows,
     temperature_of,
     variation_temperature,
 )
 from service.wire import Response, TensorField
+
+# The trailing metadata of every SampleStream: the first row it did not send, where a caller
+# resumes.
+NEXT_INDEX_KEY = "vae-next-index"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """SampleStream's limits, and `stopping`, which tells a stream to end before its next
+    chunk (the server is draining)."""
+
+    max_rows: int
+    max_chunk_rows: int
+    stopping: Callable[[], bool]
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
@@ -53,8 +76,9 @@ def _seed(
 class VAEServicer:
     """Implements vae.v1.VAEService on a VAEPipeline."""
 
-    def __init__(self, pipeline: VAEPipeline) -> None:
+    def __init__(self, pipeline: VAEPipeline, streams: StreamSettings) -> None:
         self._pipeline = pipeline
+        self._streams = streams
 
     def Sample(
         self, request: vae_pb2.SampleRequest, context: grpc.ServicerContext
@@ -145,6 +169,8 @@ class VAEServicer:
             encoder_sha256=model.encoder.sha256,
             decoder_sha256=model.decoder.sha256,
             max_interpolation_steps=self._pipeline.max_interpolation_steps,
+            max_stream_rows=self._streams.max_rows,
+            max_chunk_rows=self._streams.max_chunk_rows,
         ))
 
     def Interpolate(
@@ -211,3 +237,37 @@ class VAEServicer:
             log_likelihood=scores.log_likelihood.tolist(),
             model_version=model.version,
         ), [])
+
+    def SampleStream(
+        self, request: vae_pb2.SampleStreamRequest, context: grpc.ServicerContext
+    ) -> Iterator[Response[vae_pb2.SampleChunk]]:
+        """Rows start_index .. count - 1 of the dataset, chunk by chunk, every one decoded by
+        the model the stream started on (a roll-out meanwhile does not change its version)."""
+        stream_rows(request.count, request.start_index, self._streams.max_rows)
+        chunk_rows = chunk_rows_of(request.chunk_rows, self._streams.max_chunk_rows)
+        temperature = temperature_of(request)
+        output_dtype = output_dtype_of(request)
+        seed = request.seed if request.HasField("seed") else fresh_stream_seed()
+        model = self._pipeline.model
+        for first in range(request.start_index, request.count, chunk_rows):
+            # Set before each chunk, so that however the stream ends, its trailer names the
+            # first row the caller has not been sent.
+            context.set_trailing_metadata(((NEXT_INDEX_KEY, str(first)),))
+            if self._streams.stopping():
+                raise ShuttingDown(
+                    f"the server is shutting down; resume at start_index {first} on another "
+                    "replica"
+                )
+            rows = min(chunk_rows, request.count - first)
+            decoded = self._pipeline.sample_rows(
+                model, seed, temperature, first, rows, _deadline(context), context.is_active
+            )
+            images = images_as(decoded.images, output_dtype)
+            tensors = [TensorField("images", images, (rows, *model.image_shape))]
+            if request.return_latents:
+                tensors.append(TensorField("latents", decoded.latents))
+            yield Response(
+                vae_pb2.SampleChunk(start_index=first, model_version=model.version, seed=seed),
+                tensors,
+            )
+        context.set_trailing_metadata(((NEXT_INDEX_KEY, str(request.count)),))

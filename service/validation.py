@@ -32,7 +32,7 @@ def check_rows(field: str, rows: int, max_rows: int) -> None:
         raise InvalidArgument(field, f"must be between 1 and {max_rows}, got {rows}")
 
 
-def temperature_of(request: vae_pb2.SampleRequest) -> float:
+def temperature_of(request: vae_pb2.SampleRequest | vae_pb2.SampleStreamRequest) -> float:
     """The request's temperature, 1.0 when unset; it must be > 0 and at most MAX_TEMPERATURE."""
     if not request.HasField("temperature"):
         return 1.0
@@ -44,9 +44,30 @@ def temperature_of(request: vae_pb2.SampleRequest) -> float:
     return temperature
 
 
+def stream_rows(count: int, start_index: int, max_rows: int) -> None:
+    """Reject a SampleStream whose dataset is outside 1..max_rows rows or which starts past
+    its end."""
+    check_rows("count", count, max_rows)
+    if start_index >= count:
+        raise InvalidArgument(
+            "start_index", f"must be less than count ({count}), got {start_index}"
+        )
+
+
+def chunk_rows_of(chunk_rows: int, max_chunk_rows: int) -> int:
+    """Rows per SampleStream chunk: 1..max_chunk_rows, and unset (0) means max_chunk_rows."""
+    if chunk_rows == 0:
+        return max_chunk_rows
+    if chunk_rows > max_chunk_rows:
+        raise InvalidArgument(
+            "chunk_rows", f"must be between 1 and {max_chunk_rows} (or unset), got {chunk_rows}"
+        )
+    return chunk_rows
+
+
 ImageRequest = (
     vae_pb2.SampleRequest | vae_pb2.ReconstructRequest | vae_pb2.DecodeRequest
-    | vae_pb2.InterpolateRequest | vae_pb2.VariationsRequest
+    | vae_pb2.InterpolateRequest | vae_pb2.VariationsRequest | vae_pb2.SampleStreamRequest
 )
 
 

@@ -9,7 +9,7 @@ started once the gRPC health service says SERVING.
         vae_server.metric("vae_queue_depth", graph="decoder")  # a scraped value
 
     def test_other(start_vae_server):             # a server with its own settings
-        server = start_vae_server(VAE_MAX_QUEUE="4", VAE_MAX_REQUEST_ROWS="4")
+        server = start_vae_server(VAE_MAX_BATCH_SIZE="1", VAE_GRACE_SECONDS="5")
 
 `pki` makes a CA, server and client certificates for TLS tests.
 """

@@ -389,7 +389,8 @@ def test_alerts_fire_on_error_ratio_and_p99_latency(all_on: Manifests):
     assert "[10m]" in errors["expr"] and errors["expr"].rstrip().endswith("> 0.005")
     latency = alerts["VAEServingLatencyP99High"]
     assert latency["expr"].startswith("histogram_quantile(0.99,")
-    assert f"grpc_server_handling_seconds_bucket{{{selector}}}" in latency["expr"]
+    unary = f'{selector}, grpc_type="unary"'  # a stream's handling time is its whole life
+    assert f"grpc_server_handling_seconds_bucket{{{unary}}}" in latency["expr"]
     assert "sum by (grpc_method, le)" in latency["expr"]
     assert latency["expr"].rstrip().endswith("> 0.1")
     for alert in alerts.values():

@@ -52,7 +52,8 @@ CALL_SECONDS = 20
 @pytest.fixture(scope="module")
 def server(start_vae_server):
     return start_vae_server(
-        VAE_MAX_REQUEST_ROWS=str(MAX_ROWS), VAE_MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES)
+        VAE_MAX_REQUEST_ROWS=str(MAX_ROWS), VAE_MAX_CHUNK_ROWS=str(MAX_ROWS),
+        VAE_MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES),
     )
 
 

@@ -62,7 +62,7 @@ def test_reflection_lists_and_describes_the_services(vae_server) -> None:
         service = pool.FindServiceByName("vae.v1.VAEService")
         assert [m.name for m in service.methods] == [
             "Sample", "Encode", "Reconstruct", "Decode", "GetModelInfo", "Interpolate",
-            "Variations", "Score",
+            "Variations", "Score", "SampleStream",
         ]
         sample = pool.FindMessageTypeByName("vae.v1.SampleRequest")
         assert {"count", "seed", "temperature", "return_latents"} <= set(sample.fields_by_name)

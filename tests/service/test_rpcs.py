@@ -135,3 +135,14 @@ def test_the_generated_stub_sees_raw_tensor_bytes(vae_server) -> None:
     assert len(response.images.data) == 2 * 784 * 4
     pixels = np.frombuffer(response.images.data, dtype="<f4")
     assert pixels.min() >= 0 and pixels.max() <= 1
+
+
+def test_a_call_without_a_deadline_that_waits_for_the_worker_is_answered(vae_server) -> None:
+    """gRPC's "no deadline" is a date 292 billion years away, too far for a timed wait."""
+    with grpc.insecure_channel(
+        vae_server.target, options=[("grpc.max_receive_message_length", 32 * 1024 * 1024)]
+    ) as channel:
+        stub = vae_pb2_grpc.VAEServiceStub(channel)
+        # Larger than a batch: it goes to the batcher's worker and waits there.
+        response = stub.Sample(vae_pb2.SampleRequest(count=Config().max_batch_size + 1, seed=3))
+    assert list(response.images.shape) == [Config().max_batch_size + 1, 28, 28]

@@ -2,6 +2,7 @@
 
 import itertools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -12,6 +13,7 @@ from numpy.typing import ArrayLike
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from vae_client._channel import open_channel
+from vae_client._stream import StreamChunk, StreamRequest, resumed_stream
 from vae_client._tensors import OutputDType, from_tensor, proto_dtype, to_tensor
 
 # An interpolation endpoint of this many values is an image: no VAE of 28x28 digits has a
@@ -64,6 +66,8 @@ class ModelInfo:
     encoder_sha256: str
     decoder_sha256: str
     max_interpolation_steps: int
+    max_stream_rows: int
+    max_chunk_rows: int
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,40 @@ class VAEClient:
         latents = from_tensor(response.latents) if response.HasField("latents") else None
         return SampledDigits(from_tensor(response.images), latents, response.model_version)
 
+    def sample_stream(
+        self,
+        count: int,
+        *,
+        seed: int | None = None,
+        start_index: int = 0,
+        temperature: float | None = None,
+        output_dtype: OutputDType = "float32",
+        chunk_rows: int = 0,
+        return_latents: bool = False,
+        resume_attempts: int = 6,
+        timeout_seconds: float | None = None,
+    ) -> Iterator[StreamChunk]:
+        """Rows start_index .. count - 1 of a dataset of `count` synthetic digits, chunk by
+        chunk (`chunk_rows` rows each; 0: the server's max_chunk_rows), as they arrive.
+
+        Row i is a function of (model version, seed, temperature, i) alone: its latent is
+        `default_rng([seed, i // 1024]).standard_normal((1024, latent_dim),
+        dtype=float32)[i % 1024] * temperature`. Without a seed the server picks one, and every
+        chunk reports it. A stream that ends with UNAVAILABLE (a replica shutting down) is
+        resumed at the first row not yet received, with that seed, up to `resume_attempts`
+        times in a row, so the chunks come as one uninterrupted sequence; should a resumed
+        stream come from another model version, ModelVersionChanged is raised instead.
+        `timeout_seconds` is each call's deadline (None: none). `output_dtype` "uint8" sends
+        round(p x 255), a quarter of the bytes. Stopping early cancels the stream.
+        """
+        request = StreamRequest(
+            count, temperature, proto_dtype(output_dtype), chunk_rows, return_latents
+        )
+        return resumed_stream(
+            self._next_stub(), request, start_index, seed,
+            resume_attempts=resume_attempts, timeout_seconds=timeout_seconds,
+        )
+
     def encode(self, images: np.ndarray, *, seed: int | None = None) -> Embeddings:
         """The posterior of each image; with a seed, also a repeatable draw from it."""
         response = self._next_stub().Encode(
@@ -223,6 +261,8 @@ class VAEClient:
             encoder_sha256=response.encoder_sha256,
             decoder_sha256=response.decoder_sha256,
             max_interpolation_steps=response.max_interpolation_steps,
+            max_stream_rows=response.max_stream_rows,
+            max_chunk_rows=response.max_chunk_rows,
         )
 
     def interpolate(

@@ -436,6 +436,8 @@ class GetModelInfoResponse(_message.Message):
     ENCODER_SHA256_FIELD_NUMBER: _builtins.int
     DECODER_SHA256_FIELD_NUMBER: _builtins.int
     MAX_INTERPOLATION_STEPS_FIELD_NUMBER: _builtins.int
+    MAX_STREAM_ROWS_FIELD_NUMBER: _builtins.int
+    MAX_CHUNK_ROWS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     latent_dim: _builtins.int
@@ -451,6 +453,10 @@ class GetModelInfoResponse(_message.Message):
     """Largest `steps` of one Interpolate request (each step is one decoded row, so this is
     never above max_request_rows).
     """
+    max_stream_rows: _builtins.int
+    """Largest `count` of one SampleStream: the rows of the whole dataset it describes."""
+    max_chunk_rows: _builtins.int
+    """Largest `chunk_rows` of one SampleStream; also its default when unset."""
     @_builtins.property
     def image_shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -470,10 +476,12 @@ class GetModelInfoResponse(_message.Message):
         encoder_sha256: _builtins.str = ...,
         decoder_sha256: _builtins.str = ...,
         max_interpolation_steps: _builtins.int = ...,
+        max_stream_rows: _builtins.int = ...,
+        max_chunk_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoder_sha256", b"decoder_sha256", "encoder_sha256", b"encoder_sha256", "image_shape", b"image_shape", "latent_dim", b"latent_dim", "max_batch_size", b"max_batch_size", "max_interpolation_steps", b"max_interpolation_steps", "max_request_rows", b"max_request_rows", "name", b"name", "training_metrics", b"training_metrics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoder_sha256", b"decoder_sha256", "encoder_sha256", b"encoder_sha256", "image_shape", b"image_shape", "latent_dim", b"latent_dim", "max_batch_size", b"max_batch_size", "max_chunk_rows", b"max_chunk_rows", "max_interpolation_steps", b"max_interpolation_steps", "max_request_rows", b"max_request_rows", "max_stream_rows", b"max_stream_rows", "name", b"name", "training_metrics", b"training_metrics", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -738,3 +746,113 @@ class ScoreResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreResponse: _TypeAlias = ScoreResponse  # noqa: Y015
+
+@_typing.final
+class SampleStreamRequest(_message.Message):
+    """A dataset of `count` synthetic digits, sent as a stream of chunks from `start_index` on.
+
+    Row i of the dataset is a pure function of (model version, seed, temperature, i): it does not
+    depend on chunk_rows, start_index, the load or the replica. A client that lost a stream
+    resumes with start_index = the first row it lacks, and several clients can each take one
+    index range of the same dataset, with the same seed, and get it bitwise. The latent of row i:
+      block = numpy.random.default_rng([seed, i // 1024]).standard_normal((1024, latent_dim),
+                                                                         dtype=numpy.float32)
+      latent = block[i % 1024] * temperature      (in float32; temperature 1: block[i % 1024])
+    Unary Sample keeps its own, released definition (default_rng(seed) over the whole request).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    START_INDEX_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    OUTPUT_DTYPE_FIELD_NUMBER: _builtins.int
+    CHUNK_ROWS_FIELD_NUMBER: _builtins.int
+    RETURN_LATENTS_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Rows in the dataset; 1..max_stream_rows (GetModelInfo, at least 10^8)."""
+    seed: _builtins.int
+    """Seed of the dataset. Unset: the server picks one and reports it in every chunk, so the
+    stream can be resumed all the same.
+    """
+    start_index: _builtins.int
+    """First row to send; less than count. Rows start_index..count-1 are sent, in order."""
+    temperature: _builtins.float
+    """Scales the prior's standard deviation; 1.0 when unset, must be > 0 and at most 100."""
+    output_dtype: Global___DType.ValueType
+    """Element type of the images: FLOAT32 (also when unset) or UINT8, round(p x 255)."""
+    chunk_rows: _builtins.int
+    """Rows per chunk, 1..max_chunk_rows; unset (0): max_chunk_rows. The last chunk may be
+    shorter.
+    """
+    return_latents: _builtins.bool
+    """Also send the latent points that were decoded."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        seed: _builtins.int | None = ...,
+        start_index: _builtins.int = ...,
+        temperature: _builtins.float | None = ...,
+        output_dtype: Global___DType.ValueType = ...,
+        chunk_rows: _builtins.int = ...,
+        return_latents: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "chunk_rows", b"chunk_rows", "count", b"count", "output_dtype", b"output_dtype", "return_latents", b"return_latents", "seed", b"seed", "start_index", b"start_index", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___SampleStreamRequest: _TypeAlias = SampleStreamRequest  # noqa: Y015
+
+@_typing.final
+class SampleChunk(_message.Message):
+    """One chunk of a SampleStream: rows start_index .. start_index + rows - 1 of the dataset.
+    On SIGTERM, a stream ends with UNAVAILABLE and the trailing metadata "vae-next-index" (the
+    first row not sent); a model roll-out does not change a running stream's version.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    LATENTS_FIELD_NUMBER: _builtins.int
+    START_INDEX_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    start_index: _builtins.int
+    model_version: _builtins.str
+    seed: _builtins.int
+    """The dataset's seed: the request's, or the one the server picked."""
+    @_builtins.property
+    def images(self) -> Global___Tensor:
+        """(rows, 28, 28) in output_dtype."""
+
+    @_builtins.property
+    def latents(self) -> Global___Tensor:
+        """(rows, latent_dim) FLOAT32, when return_latents was set."""
+
+    def __init__(
+        self,
+        *,
+        images: Global___Tensor | None = ...,
+        latents: Global___Tensor | None = ...,
+        start_index: _builtins.int = ...,
+        model_version: _builtins.str = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "latents", b"latents"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "latents", b"latents", "model_version", b"model_version", "seed", b"seed", "start_index", b"start_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SampleChunk: _TypeAlias = SampleChunk  # noqa: Y015

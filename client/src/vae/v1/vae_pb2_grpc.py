@@ -74,6 +74,11 @@ class VAEServiceStub:
                 request_serializer=vae_dot_v1_dot_vae__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=vae_dot_v1_dot_vae__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.SampleStream = channel.unary_stream(
+                '/vae.v1.VAEService/SampleStream',
+                request_serializer=vae_dot_v1_dot_vae__pb2.SampleStreamRequest.SerializeToString,
+                response_deserializer=vae_dot_v1_dot_vae__pb2.SampleChunk.FromString,
+                _registered_method=True)
 
 
 class VAEServiceServicer:
@@ -135,6 +140,15 @@ class VAEServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SampleStream(self, request, context):
+        """Synthesize a large dataset of digits, chunk by chunk; resumable and shardable by index.
+        Its response is named for what each message is, one chunk of the dataset.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VAEServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +191,11 @@ def add_VAEServiceServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=vae_dot_v1_dot_vae__pb2.ScoreRequest.FromString,
                     response_serializer=vae_dot_v1_dot_vae__pb2.ScoreResponse.SerializeToString,
+            ),
+            'SampleStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.SampleStream,
+                    request_deserializer=vae_dot_v1_dot_vae__pb2.SampleStreamRequest.FromString,
+                    response_serializer=vae_dot_v1_dot_vae__pb2.SampleChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +414,33 @@ class VAEService:
             '/vae.v1.VAEService/Score',
             vae_dot_v1_dot_vae__pb2.ScoreRequest.SerializeToString,
             vae_dot_v1_dot_vae__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SampleStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vae.v1.VAEService/SampleStream',
+            vae_dot_v1_dot_vae__pb2.SampleStreamRequest.SerializeToString,
+            vae_dot_v1_dot_vae__pb2.SampleChunk.FromString,
             options,
             channel_credentials,
             insecure,

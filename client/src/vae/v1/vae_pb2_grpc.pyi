@@ -58,6 +58,11 @@ class VAEServiceStub:
     """Decode draws from each image's posterior: digits like it, as close as `temperature` says."""
     Score: _grpc.UnaryUnaryMultiCallable[_vae_pb2.ScoreRequest, _vae_pb2.ScoreResponse]
     """How likely the model finds each image: its ELBO and importance-weighted bound, in nats."""
+    SampleStream: _grpc.UnaryStreamMultiCallable[_vae_pb2.SampleStreamRequest, _vae_pb2.SampleChunk]
+    """Synthesize a large dataset of digits, chunk by chunk; resumable and shardable by index.
+    Its response is named for what each message is, one chunk of the dataset.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
 
 @_typing.type_check_only
 class VAEServiceAsyncStub(VAEServiceStub):
@@ -78,6 +83,11 @@ class VAEServiceAsyncStub(VAEServiceStub):
     """Decode draws from each image's posterior: digits like it, as close as `temperature` says."""
     Score: _aio.UnaryUnaryMultiCallable[_vae_pb2.ScoreRequest, _vae_pb2.ScoreResponse]  # type: ignore[assignment]
     """How likely the model finds each image: its ELBO and importance-weighted bound, in nats."""
+    SampleStream: _aio.UnaryStreamMultiCallable[_vae_pb2.SampleStreamRequest, _vae_pb2.SampleChunk]  # type: ignore[assignment]
+    """Synthesize a large dataset of digits, chunk by chunk; resumable and shardable by index.
+    Its response is named for what each message is, one chunk of the dataset.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
 
 class VAEServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -143,5 +153,16 @@ class VAEServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vae_pb2.ScoreResponse, _abc.Awaitable[_vae_pb2.ScoreResponse]]:
         """How likely the model finds each image: its ELBO and importance-weighted bound, in nats."""
+
+    @_abc_1.abstractmethod
+    def SampleStream(
+        self,
+        request: _vae_pb2.SampleStreamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_vae_pb2.SampleChunk], _abc.AsyncIterator[_vae_pb2.SampleChunk]]:
+        """Synthesize a large dataset of digits, chunk by chunk; resumable and shardable by index.
+        Its response is named for what each message is, one chunk of the dataset.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
 
 def add_VAEServiceServicer_to_server(servicer: VAEServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
