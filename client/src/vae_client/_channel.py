@@ -31,12 +31,13 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-name", help="name to check the server's certificate against")
 
 
-def channel_from_arguments(args: argparse.Namespace) -> grpc.Channel:
-    """The channel that flags added by `add_connection_arguments` describe."""
+def channel_from_arguments(args: argparse.Namespace, target: str | None = None) -> grpc.Channel:
+    """The channel that flags added by `add_connection_arguments` describe, to `target` if
+    given instead of --target."""
     credentials = None
     if args.ca_file or args.cert_file or args.key_file:
         credentials = channel_credentials(args.ca_file, args.cert_file, args.key_file)
-    return open_channel(args.target, credentials, server_name=args.server_name)
+    return open_channel(target or args.target, credentials, server_name=args.server_name)
 
 
 def open_channel(
