@@ -131,9 +131,12 @@ def test_a_server_killed_mid_run_is_resumed_on_another_bitwise(
     assert "vae-client: UNAVAILABLE: " in stderr
     assert (f"vae-client: 2,500 of 5,000 rows are in {out}; rerun with --resume to fetch the rest"
             in stderr)
+    decoded_before = servers[1].metric("vae_batch_size_sum", graph="decoder")
     resumed = run("--resume", "--out", str(out), targets=[servers[1].target])
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["fetched_rows"] == COUNT - HALF
+    # Only the missing rows were asked for.
+    assert servers[1].metric("vae_batch_size_sum", graph="decoder") - decoded_before == HALF
     assert out.read_bytes() == reference
 
 
