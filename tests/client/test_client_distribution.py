@@ -77,7 +77,8 @@ def client_only_venv(wheel: Path, tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_the_client_and_the_generated_contract(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("__init__", "__main__", "_channel", "_client", "_images", "_tensors"):
+    for module in ("__init__", "__main__", "_channel", "_client", "_images", "_tensors",
+                   "_stream", "_synthesize", "_dataset_file", "_progress"):
         assert f"vae_client/{module}.py" in names
     for module in ("vae_pb2", "vae_pb2_grpc"):
         assert {f"vae/v1/{module}.py", f"vae/v1/{module}.pyi"} <= names
@@ -107,7 +108,10 @@ def test_the_installed_command_runs_without_the_server_or_pillow(client_only_ven
     command = client_only_venv / "bin" / "vae-client"
     helped = run(command, "--help", **away)
     assert helped.returncode == 0, helped.stderr
-    assert "{sample,encode,reconstruct,decode,interpolate,variations,score,info}" in helped.stdout
+    assert (
+        "{sample,encode,reconstruct,decode,interpolate,variations,score,synthesize,info}"
+        in helped.stdout
+    )
     isolated = run(client_only_venv / "bin" / "python", "-c",
                    "import importlib.util as u, vae_client;"
                    "print(vae_client.__file__, [m for m in ('service', 'onnxruntime',"
@@ -128,3 +132,7 @@ def test_the_installed_command_runs_without_the_server_or_pillow(client_only_ven
     latents = run(command, "--target", "127.0.0.1:1", "--timeout", "2", "interpolate", "0,0",
                   "1,1", **away)
     assert latents.returncode == 1 and latents.stderr.startswith("vae-client: UNAVAILABLE")
+    # A dataset is a .npy file, not a PNG: synthesize needs no Pillow either.
+    dataset = run(command, "--target", "127.0.0.1:1", "synthesize", "--count", "3",
+                  "--resume-attempts", "0", "--out", "digits.npy", **away)
+    assert dataset.returncode == 1 and "vae-client: UNAVAILABLE" in dataset.stderr

@@ -130,7 +130,8 @@ def test_resuming_gives_up_after_the_attempts_allowed(vae_server) -> None:
     nobody = "127.0.0.1:1"  # no server listens on port 1
     with grpc.insecure_channel(nobody) as channel, pytest.raises(grpc.RpcError) as raised:
         list(resumed_stream(
-            vae_pb2_grpc.VAEServiceStub(channel), StreamRequest(10, None, vae_pb2.FLOAT32, 0, False),
+            vae_pb2_grpc.VAEServiceStub(channel),
+            StreamRequest(10, None, vae_pb2.FLOAT32, 0, False),
             0, None, resume_attempts=3, timeout_seconds=10, sleep=waits.append,
         ))
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -7,6 +7,7 @@
     vae-client interpolate a.png b.png --steps 10 --out morph.png
     vae-client variations digit.png --count 16 --temperature 0.5 --out grid.png
     vae-client score *.png
+    vae-client synthesize --count 1000000 --seed 7 --dtype uint8 --out digits.npy
     vae-client info
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 from vae_client._channel import add_connection_arguments, credentials_from_arguments
 from vae_client._client import VAEClient
 from vae_client._images import PillowMissing, read_digit, require_pillow, save_grid
+from vae_client._synthesize import add_synthesize_parser, synthesize_command
 
 _INTERPOLATE_HELP = """\
 Decode evenly spaced points on a path between two endpoints, both included.
@@ -103,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--seed", type=int)
 
+    add_synthesize_parser(commands)
     commands.add_parser("info", help="describe the model being served")
     return parser
 
@@ -219,6 +222,8 @@ def _score(args: argparse.Namespace, client: VAEClient) -> Iterator[dict[str, ob
 
 def _needs_pillow(args: argparse.Namespace) -> bool:
     """Whether the command reads or saves an image file."""
+    if args.command == "synthesize":  # Its --out is a .npy file.
+        return False
     endpoints = (getattr(args, "start", None), getattr(args, "end", None))
     return bool(getattr(args, "images", None) or getattr(args, "out", None)) or any(
         isinstance(point, Path) for point in endpoints
@@ -228,7 +233,7 @@ def _needs_pillow(args: argparse.Namespace) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; prints its result as JSON (`score`: one line per file). Exit 1 with
     one line on stderr on an RPC error, or when PNG files are to be read or saved without
-    Pillow."""
+    Pillow; `synthesize` also exits 128 + the signal's number on SIGINT or SIGTERM."""
     args = _parser().parse_args(argv)
     if _needs_pillow(args):
         # Before the call, not after it has been made for nothing.
@@ -237,6 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PillowMissing as error:
             print(f"vae-client: {error}", file=sys.stderr)
             return 1
+    if args.command == "synthesize":
+        return synthesize_command(
+            args, args.targets or [args.target],
+            lambda target: VAEClient(
+                target, credentials=credentials_from_arguments(args),
+                server_name=args.server_name, timeout_seconds=args.timeout,
+            ),
+        )
     client = VAEClient(
         args.target, credentials=credentials_from_arguments(args), server_name=args.server_name,
         connections=args.connections, timeout_seconds=args.timeout,

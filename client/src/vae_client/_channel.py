@@ -27,7 +27,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     --server-name)."""
     parser.add_argument("--target", default="localhost:50051", help="host:port of the server")
     parser.add_argument(
-        "--connections", type=_at_least_one, default=1,
+        "--connections", type=at_least_one, default=1,
         help="TCP connections to open, calls spread over them in turn (default 1)",
     )
     parser.add_argument("--ca-file", type=Path, help="use TLS, trusting this PEM CA bundle")
@@ -74,7 +74,7 @@ def open_channel(
     return grpc.secure_channel(target, credentials, options=options)
 
 
-def _at_least_one(text: str) -> int:
+def at_least_one(text: str) -> int:
     """A count of 1 or more, for argparse."""
     number = int(text)
     if number < 1:
