@@ -158,6 +158,8 @@ def _server_env(overrides: dict[str, str]) -> dict[str, str]:
         VAE_METRICS_PORT="0",
         VAE_LOG_FORMAT="json",
         VAE_MODEL_DIR=str(DEFAULT_MODEL_DIR),
+        # One server process unless a test asks for workers (tests/service/test_workers.py).
+        VAE_WORKERS="1",
     )
     env.update(overrides)
     return env
