@@ -12,6 +12,8 @@ established one on the gRPC port.
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -253,3 +255,12 @@ def test_a_worker_that_keeps_dying_stops_the_process_with_one_error_line(
     assert restarts == [0.5, 1.0, 2.0, 4.0, 8.0]
     # The healthy worker drained and stopped cleanly.
     assert [r["status"] for r in records if r["message"] == "worker stopped"] == [0]
+
+
+def test_the_supervisor_loads_neither_grpc_nor_onnxruntime() -> None:
+    # gRPC forbids forking once it runs; a supervisor that never loads it cannot fork it.
+    code = ("import sys, service.__main__, service.supervisor;"
+            "print(sorted({'grpc', 'onnxruntime'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
