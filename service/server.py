@@ -301,18 +301,21 @@ def serve(config: Config, grpc_environment: dict[str, str] | None = None) -> int
     service.start()
     freeze_heap()
     model = service.models.current
-    log.info(
-        "serving",
-        extra=fields(
-            model=model.name,
-            model_version=model.version,
-            grpc_port=service.port,
-            metrics_port=metrics_server.server_port,
-            config=config.as_log_fields(),
-            grpc_environment=grpc_environment or {},
-        ),
-    )
-    drained = run_until_stopped(service, config)
+
+    def announce() -> None:
+        log.info(
+            "serving",
+            extra=fields(
+                model=model.name,
+                model_version=model.version,
+                grpc_port=service.port,
+                metrics_port=metrics_server.server_port,
+                config=config.as_log_fields(),
+                grpc_environment=grpc_environment or {},
+            ),
+        )
+
+    drained = run_until_stopped(service, config, announce)
     metrics_server.shutdown()
     log_stopped(drained)
     return 0
@@ -326,9 +329,15 @@ def log_stopped(drained: bool) -> None:
         log.warning("stopped; requests still running after the grace period were cancelled")
 
 
-def run_until_stopped(service: Service, config: Config) -> bool:
+def run_until_stopped(
+    service: Service, config: Config, announce: Callable[[], None] = lambda: None
+) -> bool:
     """Serve, reloading on SIGHUP and by polling, until SIGTERM or SIGINT; then drain.
     Returns whether every admitted request finished within the grace period.
+
+    `announce` runs once the signal handlers are in place, so that a signal sent by whoever
+    heard it (a test that read the `serving` line, a supervisor told the worker is ready) is
+    handled rather than lost or fatal.
 
     The signal handlers stay in place until the drain is over, and the signals are ignored
     after it: with the default actions back, a second SIGTERM or a SIGHUP during the drain
@@ -358,6 +367,7 @@ def run_until_stopped(service: Service, config: Config) -> bool:
     if config.model_poll_seconds > 0:
         service.reloader.poll_in_background(config.model_poll_seconds, stopping)
     try:
+        announce()
         stopping.wait()
         log.info(
             "draining",

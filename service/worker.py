@@ -94,13 +94,16 @@ def serve_worker(config: Config, link: SupervisorLink) -> int:
     service.start(serving=False)
     freeze_heap()
     model = service.models.current
-    log.info(
-        "worker started",
-        extra=fields(pid=os.getpid(), grpc_port=service.port, model_version=model.version),
-    )
-    link.follow(service.set_serving)
-    link.ready(model.name, model.version)
-    log_stopped(run_until_stopped(service, config))
+
+    def announce() -> None:
+        log.info(
+            "worker started",
+            extra=fields(pid=os.getpid(), grpc_port=service.port, model_version=model.version),
+        )
+        link.follow(service.set_serving)
+        link.ready(model.name, model.version)
+
+    log_stopped(run_until_stopped(service, config, announce))
     return 0
 
 
