@@ -13,14 +13,15 @@ forked. Its remaining arguments are the service's own flags.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from service.__main__ import keep_freed_memory
 from service.config import Config, ConfigError, load_config, set_grpc_environment
@@ -32,20 +33,21 @@ SERVING, NOT_SERVING = "serving", "not-serving"
 
 
 class SupervisorLink:
-    """The worker's side of the pipes to its supervisor."""
+    """The worker's side of the pipes to its supervisor: file descriptors read and written
+    without Python's buffered files, whose locks a thread blocked in a read would hold while
+    the interpreter exits (a fatal error)."""
 
-    def __init__(self, reports: IO[str], commands: IO[str]) -> None:
-        self._reports = reports
-        self._commands = commands
+    def __init__(self, reports_fd: int, commands_fd: int) -> None:
+        self._reports_fd = reports_fd
+        self._commands_fd = commands_fd
         self._lock = threading.Lock()
 
     def _send(self, **message: Any) -> None:
-        with self._lock:
-            try:
-                self._reports.write(json.dumps(message) + "\n")
-                self._reports.flush()
-            except OSError:
-                pass  # The supervisor is gone; stdin's end tells the worker so.
+        line = (json.dumps(message) + "\n").encode()
+        # One write, shorter than a pipe writes atomically. Should the supervisor be gone,
+        # the end of stdin says so.
+        with self._lock, contextlib.suppress(OSError):
+            os.write(self._reports_fd, line)
 
     def ready(self, name: str, version: str) -> None:
         """The server has started, serving model `name` at `version`."""
@@ -55,13 +57,20 @@ class SupervisorLink:
         """A reload swapped in `version`."""
         self._send(event="model", version=version)
 
+    def _commands(self) -> Iterator[str]:
+        """The supervisor's lines, until it closes the pipe."""
+        pending = b""
+        while chunk := os.read(self._commands_fd, 4096):
+            *lines, pending = (pending + chunk).split(b"\n")
+            yield from (line.decode().strip() for line in lines)
+
     def follow(self, set_serving: Callable[[bool], None]) -> None:
         """Apply the supervisor's word on the health status, in a thread, acknowledging each;
         when stdin ends, SIGTERM this process."""
 
         def read() -> None:
-            for line in self._commands:
-                serving = line.strip() == SERVING
+            for line in self._commands():
+                serving = line == SERVING
                 set_serving(serving)
                 self._send(event="health", serving=serving)
             log.warning("the supervisor is gone; stopping")
@@ -126,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_format, config.log_level, {"worker": args.index})
     keep_freed_memory()
     set_grpc_environment()
-    reports = os.fdopen(args.report_fd, "w")
-    return serve_worker(config, SupervisorLink(reports, sys.stdin))
+    return serve_worker(config, SupervisorLink(args.report_fd, sys.stdin.fileno()))
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def test_sigterm_under_load_drains_every_worker_and_loses_no_admitted_call(
         with long_traffic:
             server.wait_for_metric("vae_queue_depth", 1024, graph="decoder")
             server.signal(signal.SIGTERM)
-            assert server.wait_exit(timeout=60) == 0
+            assert server.wait_exit(timeout=60) == 0, "\n".join(server.lines)
     records = server.records()
     drains = [r for r in records if r["message"] == "draining" and "worker" in r]
     assert sorted(r["worker"] for r in drains) == [0, 1]
