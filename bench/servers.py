@@ -63,9 +63,11 @@ def start_server(name: str, module: str, cpus: set[int],
     Every server under test takes its port from VAE_GRPC_PORT, the service's own setting, and
     gRPC's own settings from the service's defaults (config.GRPC_ENVIRONMENT): the floor then
     runs the same gRPC transport as the service, so only the service's own work is compared.
+    The service runs as one process (VAE_WORKERS=1, unless `env` says otherwise), whose CPU
+    time and memory are the ones watched.
     """
     port = free_port()
-    environment = {**os.environ, **(env or {}), "VAE_GRPC_PORT": str(port),
+    environment = {**os.environ, "VAE_WORKERS": "1", **(env or {}), "VAE_GRPC_PORT": str(port),
                    "VAE_METRICS_PORT": str(free_port()), "VAE_HOST": "127.0.0.1",
                    "VAE_LOG_LEVEL": "WARNING"}
     set_grpc_environment(environment)

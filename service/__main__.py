@@ -1,4 +1,8 @@
-"""`python -m service` / `vae-serve`: serve the newest model version over gRPC."""
+"""`python -m service` / `vae-serve`: serve the newest model version over gRPC.
+
+With one worker (`VAE_WORKERS=1`) this process is the server; with more it is their supervisor
+(service.supervisor), and imports neither gRPC nor onnxruntime.
+"""
 
 import ctypes
 import ctypes.util
@@ -40,12 +44,17 @@ def keep_freed_memory() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and `VAE_*` variables, then serve until SIGTERM; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         config = load_config(argv)
     except ConfigError as exc:
         print(f"vae-serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level)
+    if config.workers > 1:
+        from service.supervisor import supervise
+
+        return supervise(config, argv)
     keep_freed_memory()
     grpc_environment = set_grpc_environment()
     # Imported only now: gRPC reads its environment once, when it loads.

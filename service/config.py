@@ -105,8 +105,15 @@ class Config:
         "Threads that run calls; also the most calls a batch can gather. Further calls wait "
         "in gRPC's queue for a free thread.",
     )
+    workers: int = _setting(
+        0,
+        "Server processes sharing the gRPC port (SO_REUSEPORT), under one supervisor; 0 or "
+        "unset: the CPUs this process may use. 1: a single process, no supervisor.",
+    )
     intra_op_threads: int = _setting(
-        available_cpus, "onnxruntime threads per graph; 0 or unset: the CPUs this process may use."
+        0,
+        "onnxruntime threads per graph in each worker; 0 or unset: the CPUs this process may "
+        "use, divided among the workers.",
     )
     log_format: str = _setting("text", "Log line format: text or json.")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
@@ -129,11 +136,16 @@ class Config:
     )
 
     def __post_init__(self) -> None:
+        # 0 stands for the computed default, so the object always holds the effective value.
+        if self.workers == 0:
+            object.__setattr__(self, "workers", available_cpus())
+        if self.intra_op_threads == 0 and self.workers > 0:
+            object.__setattr__(self, "intra_op_threads", max(1, available_cpus() // self.workers))
         for name in ("grpc_port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{env_name(name)} must be a port number 0..65535")
         for name in (
-            "max_batch_size", "max_queue", "max_request_rows", "intra_op_threads",
+            "max_batch_size", "max_queue", "max_request_rows", "workers", "intra_op_threads",
             "handler_threads", "max_stream_rows", "max_chunk_rows",
         ):
             if getattr(self, name) < 1:
@@ -265,8 +277,8 @@ def load_config(
 ) -> Config:
     """Build the Config from command-line flags, then `VAE_*` variables, then defaults.
 
-    An `intra_op_threads` of 0 means the default (the CPUs available), so the object always holds
-    the effective value. Raises ConfigError naming the variable when a value is invalid.
+    A `workers` or `intra_op_threads` of 0 means the computed default (Config.__post_init__).
+    Raises ConfigError naming the variable when a value is invalid.
     """
     environ = os.environ if environ is None else environ
     flags = vars(_argument_parser().parse_args(argv))
@@ -281,8 +293,6 @@ def load_config(
             values[f.name] = _parser_for(f.type)(text)
         except ValueError as exc:
             raise ConfigError(f"{env_name(f.name)}={text!r} is not valid: {exc}") from None
-    if values.get("intra_op_threads") == 0:
-        del values["intra_op_threads"]
     if "log_level" in values:
         values["log_level"] = values["log_level"].upper()
     return Config(**values)

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 _FIELDS = "fields"
@@ -56,10 +57,27 @@ class TextFormatter(logging.Formatter):
         return f"{head} {pairs}{newline}{rest}"
 
 
-def configure_logging(log_format: str, level: str) -> None:
-    """Send every logger's records to stderr in `log_format` ("text" or "json") at `level`."""
+class _Context(logging.Filter):
+    """Adds the same fields to every record, before the record's own."""
+
+    def __init__(self, context: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._context = dict(context)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        setattr(record, _FIELDS, {**self._context, **getattr(record, _FIELDS, {})})
+        return True
+
+
+def configure_logging(
+    log_format: str, level: str, context: Mapping[str, Any] | None = None
+) -> None:
+    """Send every logger's records to stderr in `log_format` ("text" or "json") at `level`,
+    each with the fields of `context` (a worker's index, say)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if context:
+        handler.addFilter(_Context(context))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -3,6 +3,11 @@
 The gRPC metrics carry the names and labels of go-grpc-prometheus, so Grafana's standard gRPC
 dashboards work unchanged. Label children are created once and cached: the per-request cost is
 one `inc`/`observe` on an object that already exists.
+
+With several workers (service.supervisor) each worker's values go to files that the supervisor
+sums into one /metrics (prometheus-client's multiprocess mode): counters and histograms add
+up, `vae_queue_depth` is the sum over live workers, and the supervisor exports `vae_model_info`
+and the `process_*` series itself, as multiprocess mode cannot.
 """
 
 from collections.abc import Callable
@@ -44,7 +49,8 @@ class GraphMetrics:
     batch_size: Histogram
     queue_wait_seconds: Histogram
     inference_seconds: Histogram
-    # The batcher sets the function it is read from at scrape time (`set_function`).
+    # Set by the batcher whenever its queue changes: with several workers every gauge lives in
+    # a file the supervisor reads, and a function read at scrape time would never reach it.
     queue_depth: Gauge
 
 
@@ -99,6 +105,8 @@ class Metrics:
             "Rows waiting in the batcher's queue.",
             ("graph",),
             registry=registry,
+            # With several workers: the rows waiting in all the live ones.
+            multiprocess_mode="livesum",
         )
         self.model_info = Info(
             "vae_model", "The model being served.", registry=registry

@@ -9,11 +9,12 @@ alone until its files change; the old version keeps serving.
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from service.logging_setup import fields
 from service.metrics import Metrics
-from service.model import ModelHolder, ModelLoadError, load_model, newest_version_dir
+from service.model import Model, ModelHolder, ModelLoadError, load_model, newest_version_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,10 @@ def _signature(version_dir: Path) -> FileSignature:
 
 
 class ModelReloader:
-    """Swaps in the newest version under the model directory when asked or when one appears."""
+    """Swaps in the newest version under the model directory when asked or when one appears.
+
+    `on_swap`, when given, is told each model swapped in (a worker tells its supervisor).
+    """
 
     def __init__(
         self,
@@ -44,12 +48,14 @@ class ModelReloader:
         metrics: Metrics,
         intra_op_threads: int,
         warmup_rows: int,
+        on_swap: Callable[[Model], None] | None = None,
     ) -> None:
         self._model_dir = model_dir
         self._holder = holder
         self._metrics = metrics
         self._intra_op_threads = intra_op_threads
         self._warmup_rows = warmup_rows
+        self._on_swap = on_swap
         self._lock = threading.Lock()
         self._rejected: tuple[Path, FileSignature] | None = None
 
@@ -84,6 +90,8 @@ class ModelReloader:
                 "model swapped",
                 extra=fields(old_version=current.version, new_version=model.version),
             )
+            if self._on_swap is not None:
+                self._on_swap(model)
             return True
 
     def _reject(

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -155,8 +156,9 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
-            # Fail loudly when the port is taken, instead of sharing it with another process.
-            ("grpc.so_reuseport", 0),
+            # One process fails loudly when the port is taken, instead of sharing it with
+            # another; workers share it with each other (service.supervisor).
+            ("grpc.so_reuseport", int(config.workers > 1)),
         ]
     )
     _add_vae_service(server, servicer, metrics, requests)
@@ -172,9 +174,18 @@ def create_server(
 
 
 class Service:
-    """Everything one serving process runs around a loaded model."""
+    """Everything one serving process runs around a loaded model.
 
-    def __init__(self, config: Config, model: Model, metrics: Metrics) -> None:
+    `on_swap`, when given, is told each model a reload swaps in.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        model: Model,
+        metrics: Metrics,
+        on_swap: Callable[[Model], None] | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics
         self.models = ModelHolder(model)
@@ -196,7 +207,12 @@ class Service:
         )
         self.health = health.HealthServicer()
         self.reloader = ModelReloader(
-            config.model_dir, self.models, metrics, config.intra_op_threads, config.max_batch_size
+            config.model_dir,
+            self.models,
+            metrics,
+            config.intra_op_threads,
+            config.max_batch_size,
+            on_swap,
         )
         streams = StreamSettings(
             config.max_stream_rows, config.max_chunk_rows, lambda: self.requests.draining
@@ -205,18 +221,25 @@ class Service:
             config, VAEServicer(pipeline, streams), self.health, metrics, self.requests
         )
 
-    def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
+    def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING on the health service; nothing once draining."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def start(self) -> None:
-        """Start the batchers and the server, then report SERVING."""
+    def start(self, serving: bool = True) -> None:
+        """Start the batchers and the server, then report SERVING unless told otherwise (a
+        worker waits for its supervisor's word that every worker is up)."""
         # grpc's health servicer starts out SERVING; nothing is until the server has started.
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.set_serving(False)
         for batcher in self.batchers.values():
             batcher.start()
         self.server.start()
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.set_serving(serving)
 
     def stop(self, grace_seconds: float) -> bool:
         """Report NOT_SERVING and refuse new requests (UNAVAILABLE); let admitted requests
@@ -241,56 +264,92 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
-def serve(config: Config, grpc_environment: dict[str, str] | None = None) -> int:
-    """Run the service until SIGTERM or SIGINT, then drain; returns the exit status.
+class CannotStart(Exception):
+    """The service cannot start: the newest model does not load, a file or port is bad."""
 
-    `grpc_environment`: gRPC's own variables in force (config.set_grpc_environment), logged.
-    """
+
+def build_service(
+    config: Config,
+    registry: CollectorRegistry,
+    on_swap: Callable[[Model], None] | None = None,
+) -> Service:
+    """Load the newest model version and assemble the service around it, its metrics in
+    `registry`; raises CannotStart with a one-line reason."""
     try:
         model = load_model(
             newest_version_dir(config.model_dir),
             config.intra_op_threads,
             config.max_batch_size,
         )
-    except ModelLoadError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+        return Service(config, model, Metrics(registry), on_swap)
+    except (ModelLoadError, ConfigError, OSError, RuntimeError) as exc:
+        raise CannotStart(str(exc)) from None
+
+
+def freeze_heap() -> None:
+    """Exempt everything alive now from garbage collection.
+
+    What is alive once the service has started (modules, sessions, the server) lives as long as
+    the process: frozen, the garbage collector stops re-scanning it, so a full collection walks
+    only what the requests create instead of stalling them all for a walk of the whole process.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def serve(config: Config, grpc_environment: dict[str, str] | None = None) -> int:
+    """Run the service in this process until SIGTERM or SIGINT, then drain; returns the exit
+    status.
+
+    `grpc_environment`: gRPC's own variables in force (config.set_grpc_environment), logged.
+    """
     registry = _registry()
     try:
-        service = Service(config, model, Metrics(registry))
+        service = build_service(config, registry)
         metrics_server, _ = start_http_server(config.metrics_port, config.host, registry)
-    except (ConfigError, OSError, RuntimeError) as exc:
+    except (CannotStart, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     service.start()
-    # What is alive now (modules, sessions, the server) lives as long as the process: frozen,
-    # the garbage collector stops re-scanning it, so a full collection walks only what the
-    # requests create instead of stalling them all for a walk of the whole process.
-    gc.collect()
-    gc.freeze()
-    log.info(
-        "serving",
-        extra=fields(
-            model=model.name,
-            model_version=model.version,
-            grpc_port=service.port,
-            metrics_port=metrics_server.server_port,
-            config=config.as_log_fields(),
-            grpc_environment=grpc_environment or {},
-        ),
-    )
-    drained = _run_until_stopped(service, config)
+    freeze_heap()
+    model = service.models.current
+
+    def announce() -> None:
+        log.info(
+            "serving",
+            extra=fields(
+                model=model.name,
+                model_version=model.version,
+                grpc_port=service.port,
+                metrics_port=metrics_server.server_port,
+                config=config.as_log_fields(),
+                grpc_environment=grpc_environment or {},
+            ),
+        )
+
+    drained = run_until_stopped(service, config, announce)
     metrics_server.shutdown()
+    log_stopped(drained)
+    return 0
+
+
+def log_stopped(drained: bool) -> None:
+    """The last line of a server: whether every admitted request finished within the grace."""
     if drained:
         log.info("stopped")
     else:
         log.warning("stopped; requests still running after the grace period were cancelled")
-    return 0
 
 
-def _run_until_stopped(service: Service, config: Config) -> bool:
+def run_until_stopped(
+    service: Service, config: Config, announce: Callable[[], None] = lambda: None
+) -> bool:
     """Serve, reloading on SIGHUP and by polling, until SIGTERM or SIGINT; then drain.
     Returns whether every admitted request finished within the grace period.
+
+    `announce` runs once the signal handlers are in place, so that a signal sent by whoever
+    heard it (a test that read the `serving` line, a supervisor told the worker is ready) is
+    handled rather than lost or fatal.
 
     The signal handlers stay in place until the drain is over, and the signals are ignored
     after it: with the default actions back, a second SIGTERM or a SIGHUP during the drain
@@ -320,6 +379,7 @@ def _run_until_stopped(service: Service, config: Config) -> bool:
     if config.model_poll_seconds > 0:
         service.reloader.poll_in_background(config.model_poll_seconds, stopping)
     try:
+        announce()
         stopping.wait()
         log.info(
             "draining",

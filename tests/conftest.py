@@ -68,14 +68,17 @@ class ServerProcess:
                 continue
         return parsed
 
-    def wait_for_log(self, message: str, timeout: float = START_TIMEOUT_SECONDS) -> dict[str, Any]:
-        """The first log record with `message`, waiting for it; fails if the process ends first."""
+    def wait_for_log(
+        self, message: str, timeout: float = START_TIMEOUT_SECONDS, occurrence: int = 1
+    ) -> dict[str, Any]:
+        """The `occurrence`-th log record with `message` (the first by default), waiting for it;
+        fails if the process ends first."""
         deadline = time.monotonic() + timeout
         with self._new_line:
             while True:
-                for record in self.records():
-                    if record.get("message") == message:
-                        return record
+                found = [r for r in self.records() if r.get("message") == message]
+                if len(found) >= occurrence:
+                    return found[occurrence - 1]
                 if self.log_closed:
                     raise AssertionError(
                         f"server exited ({self.process.returncode}) before logging {message!r}:\n"
@@ -158,6 +161,8 @@ def _server_env(overrides: dict[str, str]) -> dict[str, str]:
         VAE_METRICS_PORT="0",
         VAE_LOG_FORMAT="json",
         VAE_MODEL_DIR=str(DEFAULT_MODEL_DIR),
+        # One server process unless a test asks for workers (tests/service/test_workers.py).
+        VAE_WORKERS="1",
     )
     env.update(overrides)
     return env

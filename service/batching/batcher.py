@@ -61,8 +61,8 @@ class Batcher:
     """Batches requests for one graph and runs the batches on its own worker thread.
 
     `load` tells how many calls are in the server (the policy weighs it); `metrics`, when
-    given, gets every batch's size, queue waits and inference time, and reads the queue's
-    depth at scrape time. `clock` is the batcher's and its policy's sense of time; deadlines
+    given, gets every batch's size, queue waits and inference time, and the queue's
+    depth as it changes. `clock` is the batcher's and its policy's sense of time; deadlines
     are instants of it.
     """
 
@@ -93,9 +93,6 @@ class Batcher:
         self._closed = False
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
-        if metrics is not None:
-            # Read at scrape time, so that queueing a request costs nothing more.
-            metrics.queue_depth.set_function(lambda: self._pending_rows)
 
     @property
     def queued_rows(self) -> int:
@@ -148,7 +145,7 @@ class Batcher:
                 job = Job(graph, inputs, deadline, is_active, self._clock())
                 was_empty = not self._pending
                 self._pending.append(job)
-                self._pending_rows += rows
+                self._queue_changed(rows)
                 # The worker needs waking only for its first job, or when a held batch is done.
                 if was_empty or self._hold_until() is None:
                     self._arrivals.notify()
@@ -223,7 +220,7 @@ class Batcher:
                 pieces, taken_rows = take_batch(
                     self._pending, self.max_batch_size, self._clock(), self.name
                 )
-                self._pending_rows -= taken_rows
+                self._queue_changed(-taken_rows)
                 if pieces:
                     self._policy.batch_formed(len(pieces), waited=hold_until is not None)
                     self._worker_busy = True
@@ -267,7 +264,13 @@ class Batcher:
         for job in self._pending:
             settle(job.future, None, exc)
         self._pending.clear()
-        self._pending_rows = 0
+        self._queue_changed(-self._pending_rows)
+
+    def _queue_changed(self, rows: int) -> None:
+        """Count `rows` more rows queued (fewer if negative); the caller holds the lock."""
+        self._pending_rows += rows
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(self._pending_rows)
 
     def _observe(self, pieces: list[Piece], started: float, rows: int) -> None:
         self._observe_batch(

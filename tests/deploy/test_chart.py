@@ -162,17 +162,12 @@ def test_values_become_the_servers_vae_variables(all_on: Manifests):
     assert environment["VAE_WORKERS"] == "3"
 
 
-# Set by the chart ahead of the server change that reads it (the worker processes); until that
-# change is in service/config.py the server ignores it. Remove once Config has `workers`.
-SETTINGS_AHEAD_OF_THE_SERVER = {"VAE_WORKERS"}
-
-
 def test_every_server_setting_can_be_set_from_the_chart(all_on: Manifests):
     """The chart and service/config.py agree: one VAE_* variable per setting, no unknown ones."""
     environment = configmap_environment(all_on)
     assert set(environment) == {
         env_name(f.name) for f in dataclasses.fields(Config)
-    } | SETTINGS_AHEAD_OF_THE_SERVER
+    }
 
 
 def test_rendered_settings_are_accepted_by_the_servers_own_config_parser(

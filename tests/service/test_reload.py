@@ -156,7 +156,8 @@ def test_broken_versions_are_rejected_under_load_while_the_old_one_serves(
         for number, (name, break_it, reason) in enumerate(cases, start=1):
             publish(model_dir, served_models, str(1 + number), break_it)
             server.wait_for_metric("vae_model_reload_total", number, result="failure")
-            rejection = [r for r in server.records() if r["message"] == "model reload rejected"][-1]
+            # The counter may move before the line is logged: wait for this version's line.
+            rejection = server.wait_for_log("model reload rejected", occurrence=number)
             assert reason in rejection["reason"], (name, rejection)
             assert "\n" not in rejection["reason"] and "exception" not in rejection, name
             assert rejection["serving_version"] == "1"

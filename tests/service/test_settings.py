@@ -32,8 +32,11 @@ def test_the_readme_documents_every_setting_with_the_default_in_force() -> None:
     assert set(documented) == {field.name for field in dataclasses.fields(Config)}
     for name, text in documented.items():
         value = getattr(config, name)
-        if name == "intra_op_threads":
+        if name == "workers":
             assert (text, value) == ("CPUs available", available_cpus())
+        elif name == "intra_op_threads":
+            expected = max(1, available_cpus() // config.workers)
+            assert (text, value) == ("CPUs available ÷ workers", expected)
         elif value is None:
             assert text == "—", name
         elif isinstance(value, bool):
@@ -60,8 +63,12 @@ def test_environment_variables_set_every_field_and_flags_win() -> None:
     assert config.model_dir == Path("/m") and config.intra_op_threads == 3
 
 
-def test_intra_op_threads_zero_means_the_cpus_available() -> None:
-    assert load_config([], {"VAE_INTRA_OP_THREADS": "0"}).intra_op_threads == available_cpus()
+def test_intra_op_threads_zero_means_the_cpus_available_divided_among_the_workers() -> None:
+    one = load_config([], {"VAE_INTRA_OP_THREADS": "0", "VAE_WORKERS": "1"})
+    assert one.intra_op_threads == available_cpus()
+    assert load_config(["--workers", "0"], {}).workers == available_cpus()
+    many = load_config(["--workers", str(2 * available_cpus())], {})
+    assert many.intra_op_threads == 1  # never 0, however many workers share the CPUs
 
 
 @pytest.mark.parametrize(
@@ -70,6 +77,7 @@ def test_intra_op_threads_zero_means_the_cpus_available() -> None:
         ({"VAE_GRPC_PORT": "http"}, "VAE_GRPC_PORT"),
         ({"VAE_GRPC_PORT": "70000"}, "VAE_GRPC_PORT"),
         ({"VAE_MAX_BATCH_SIZE": "0"}, "VAE_MAX_BATCH_SIZE"),
+        ({"VAE_WORKERS": "-1"}, "VAE_WORKERS"),
         ({"VAE_MAX_DELAY_MS": "-1"}, "VAE_MAX_DELAY_MS"),
         ({"VAE_GRACE_SECONDS": "nan"}, "VAE_GRACE_SECONDS"),
         ({"VAE_REFLECTION": "maybe"}, "VAE_REFLECTION"),
