@@ -29,7 +29,7 @@ open('/tmp/runtime.txt', 'w').write('\n'.join(p['dependencies']))" \
     && /opt/venv/bin/python -c "import sysconfig; \
 open(sysconfig.get_path('purelib') + '/vae-serving-app.pth', 'w').write('/opt/app\n')"
 
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY client/ client/
 COPY service/ service/
 COPY loadtest/ loadtest/
@@ -51,6 +51,7 @@ RUN useradd --no-log-init --system --uid 10001 --user-group \
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/app /opt/app
+COPY LICENSE /opt/app/LICENSE
 # Root-owned and read-only for the server; mount another directory and set VAE_MODEL_DIR
 # to serve a different model.
 COPY models/vae-mnist/ /opt/models/vae-mnist/

@@ -9,7 +9,7 @@ PY := $(BIN)/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 FULL_STAMP := $(VENV)/.full-installed
 
-.PHONY: serve test model data sweep gen lint image tools loadtest bench soak clean help
+.PHONY: serve test model data sweep gen lint image tools loadtest bench soak latent-report clean help
 
 help:
 	@echo "make serve     serve the bundled model (gRPC :50051, metrics :9090)"
@@ -21,6 +21,7 @@ help:
 	@echo "make loadtest  run every ghz scenario (ghz if on PATH, else our generator)"
 	@echo "make bench     the benchmark against gRPC's floor and onnxruntime's limit"
 	@echo "make soak      a long mixed load, reporting RSS and open files"
+	@echo "make latent-report  Score's anomaly AUCs, the morph and variations pictures (docs/)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,9 @@ bench: $(FULL_STAMP)
 
 soak: $(FULL_STAMP)
 	$(PY) -m bench.soak
+
+latent-report: $(FULL_STAMP)
+	$(PY) -m bench.latent_report
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache

@@ -40,12 +40,17 @@ LATENT_DIM = 2
 MAX_ROWS = 4096  # the service's default VAE_MAX_REQUEST_ROWS
 
 
-def zeros(*shape: int) -> vae_pb2.Tensor:
-    return vae_pb2.Tensor(shape=shape, dtype=vae_pb2.FLOAT32, data=bytes(4 * math.prod(shape)))
+def zeros(*shape: int, dtype: vae_pb2.DType.ValueType = vae_pb2.FLOAT32) -> vae_pb2.Tensor:
+    itemsize = 1 if dtype == vae_pb2.UINT8 else 4
+    return vae_pb2.Tensor(shape=shape, dtype=dtype, data=bytes(itemsize * math.prod(shape)))
 
 
 def sample_response(request: vae_pb2.SampleRequest) -> bytes:
-    response = vae_pb2.SampleResponse(images=zeros(request.count, 28, 28), model_version="1")
+    # UINT8 images when asked (output_dtype), unquantized: the floor does none of the work.
+    dtype = vae_pb2.UINT8 if request.output_dtype == vae_pb2.UINT8 else vae_pb2.FLOAT32
+    response = vae_pb2.SampleResponse(
+        images=zeros(request.count, 28, 28, dtype=dtype), model_version="1"
+    )
     if request.return_latents:
         response.latents.CopyFrom(zeros(request.count, LATENT_DIM))
     return response.SerializeToString()
@@ -106,7 +111,7 @@ def prebuilt(parse: Callable[[bytes], object], build: Callable, key: Callable,
 def handlers(model: Model | None, asynchronous: bool) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler("vae.v1.VAEService", {
         "Sample": prebuilt(vae_pb2.SampleRequest.FromString, sample_response,
-                           lambda r: (r.count, r.return_latents),
+                           lambda r: (r.count, r.return_latents, r.output_dtype),
                            None if model is None else run_decoder(model), asynchronous),
         "Encode": prebuilt(vae_pb2.EncodeRequest.FromString, encode_response,
                            lambda r: tuple(r.images.shape),

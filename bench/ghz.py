@@ -14,12 +14,14 @@ def ghz_available() -> bool:
     return shutil.which("ghz") is not None
 
 
-def run_ghz(scenario: Scenario, target: str, duration_s: float, client_cpus: str) -> dict:
+def run_ghz(scenario: Scenario, target: str, duration_s: float, client_cpus: str,
+            connections: int = 1) -> dict:
     """ghz's requests/s and latencies for the scenario, from its JSON report."""
     config = {
         "proto": str(PROTO), "import-paths": [str(PROTO.parents[2])],
         "call": f"vae.v1.VAEService.{scenario.method}", "host": target, "insecure": True,
-        "concurrency": scenario.concurrency, "duration": f"{duration_s}s", "timeout": "30s",
+        "concurrency": scenario.concurrency, "connections": scenario.connections(connections),
+        "duration": f"{duration_s}s", "timeout": "30s",
         "duration-stop": "wait",  # as our generator's runs: the calls in flight at the end count
         "data": scenario.data(), "format": "json",
     }
@@ -35,4 +37,5 @@ def run_ghz(scenario: Scenario, target: str, duration_s: float, client_cpus: str
     report = json.loads(output)
     latencies = {d["percentage"]: d["latency"] / 1e9 for d in report["latencyDistribution"]}
     return {"rps": report["rps"], "p50_s": latencies.get(50), "p99_s": latencies.get(99),
+            "connections": config["connections"],
             "status": report.get("statusCodeDistribution", {})}

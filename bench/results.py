@@ -17,6 +17,8 @@ FLOOR = "floor"
 THREAD_POOL_FLOOR = "floor, thread pool"
 # The thread-pool floor running each call's graph in its handler.
 REFERENCE = "floor + onnxruntime"
+# Per round, by scenario name: onnxruntime in-process on a latent-space scenario's rows.
+LATENT_IN_PROCESS = "latent_in_process_rows_per_s"
 
 
 def find(results: dict, server: str, scenario: str) -> dict:
@@ -26,16 +28,17 @@ def find(results: dict, server: str, scenario: str) -> dict:
 def check_targets(results: dict) -> list[dict]:
     """The issue's targets, as ratios from one round, in which all were measured close in time.
 
-    Two targets compare the service with something that does only part of its work, so each
-    also gets its ceiling, measured in the same round: the ratio reached by the floor server
+    The targets that compare the service with something that does only part of its work also
+    get their ceiling, measured in the same round: the ratio reached by the floor server
     running the graph in its handler, a service with no overhead of its own on the same core.
     A goal beyond its ceiling cannot be met by tuning the service.
 
     The service does not run on grpc.aio, the floor the issue names, but on grpcio's
     thread-pool server: the first two targets are also given against that floor, with the same
-    goals, as a stricter reading.
+    goals, as a stricter reading. A target whose scenarios were not run (`--only`) is left out.
     """
     limits = results["compute_limit_rows_per_s"]["decoder"]
+    run = {row["scenario"] for row in results["rows"]}
 
     def ratio(name: str, measured: float, reference: float, goal: float, at_least: bool,
               ceiling: float | None = None) -> dict:
@@ -43,12 +46,16 @@ def check_targets(results: dict) -> list[dict]:
         return {"target": name, "ratio": value, "goal": goal, "at_least": at_least,
                 "met": meets(value, goal, at_least), "ceiling": ceiling}
 
+    def samples_per_s(server: str, scenario: str) -> float:
+        return find(results, server, scenario)["samples_per_s"]
+
     c32, c1, big = "Sample count 1, c=32", "Sample count 1, c=1", "Sample count 1024, c=4"
-    reference_c1 = find(results, REFERENCE, c1)["p50_s"]
-    big_ceiling = find(results, REFERENCE, big)["samples_per_s"] / limits[1024]
 
     def against(floor: str, label: str) -> list[dict]:
+        if not {c1, c32} <= run:
+            return []
         floor_c1 = find(results, floor, c1)["p50_s"]
+        reference_c1 = find(results, REFERENCE, c1)["p50_s"]
         return [
             ratio(f"Sample 1 @ c=32 requests/s vs {label}",
                   find(results, "batching on", c32)["rps"], find(results, floor, c32)["rps"],
@@ -59,34 +66,52 @@ def check_targets(results: dict) -> list[dict]:
                   floor_c1, 1.10, False, reference_c1 / floor_c1),
         ]
 
-    return [
-        *against(FLOOR, "floor"),
-        ratio("Sample 1024 @ c=4 samples/s vs onnxruntime batch 1024",
-              find(results, "batching on", big)["samples_per_s"],
-              limits[1024], 0.80, True, big_ceiling),
-        ratio("Sample 1 @ c=32 batching on vs off (requests/s)",
-              find(results, "batching on", c32)["rps"],
-              find(results, "batching off", c32)["rps"], 1.3, True),
-        *against(THREAD_POOL_FLOOR, "thread-pool floor"),
-    ]
+    def against_onnxruntime(rows: int, scenario: str, label: str, goal: float) -> list[dict]:
+        if scenario not in run:
+            return []
+        return [ratio(f"Sample {rows} @ c=4 {label}samples/s vs onnxruntime batch {rows}",
+                      samples_per_s("batching on", scenario), limits[rows], goal, True,
+                      samples_per_s(REFERENCE, scenario) / limits[rows])]
+
+    def uint8_against_float32(rows: int) -> list[dict]:
+        uint8, float32 = f"Sample count {rows}, c=4, UINT8", f"Sample count {rows}, c=4"
+        if not {uint8, float32} <= run:
+            return []
+        # Not the issue's: UINT8 responses, a quarter of the bytes, must not be slower.
+        return [ratio(f"Sample {rows} @ c=4 UINT8 vs FLOAT32 (samples/s)",
+                      samples_per_s("batching on", uint8), samples_per_s("batching on", float32),
+                      1.0, True)]
+
+    targets = against(FLOOR, "floor")
+    targets += against_onnxruntime(1024, big, "", 0.80)
+    if c32 in run:
+        targets.append(ratio("Sample 1 @ c=32 batching on vs off (requests/s)",
+                             find(results, "batching on", c32)["rps"],
+                             find(results, "batching off", c32)["rps"], 1.3, True))
+    targets += against(THREAD_POOL_FLOOR, "thread-pool floor")
+    for rows in (1024, 4096):
+        targets += against_onnxruntime(rows, f"Sample count {rows}, c=4, UINT8", "UINT8 ", 0.9)
+        targets += uint8_against_float32(rows)
+    return targets
 
 
 def meets(value: float, goal: float, at_least: bool) -> bool:
     return value >= goal if at_least else value <= goal
 
 
-def combine_rounds(rounds: list[dict]) -> dict:
+def combine_rounds(rounds: list[dict], with_targets: bool = True) -> dict:
     """One result from several rounds: the median of each rate, latency and ratio.
 
     Each round measured everything once, so a target's ratio is taken within a round (from
     figures measured minutes apart at most) and the rounds give its spread on this machine.
+    Without `with_targets` (a run of some scenarios only) no target is checked.
     """
     limits = {graph: {batch: median(r["compute_limit_rows_per_s"][graph][batch] for r in rounds)
                       for batch in by_batch}
               for graph, by_batch in rounds[0]["compute_limit_rows_per_s"].items()}
     rows = [combine_rows([find(r, row["server"], row["scenario"]) for r in rounds])
             for row in rounds[0]["rows"]]
-    per_round = [check_targets(r) for r in rounds]
+    per_round = [check_targets(r) if with_targets else [] for r in rounds]
     targets = []
     for i, first in enumerate(per_round[0]):
         ratios = [round_targets[i]["ratio"] for round_targets in per_round]
@@ -95,7 +120,32 @@ def combine_rounds(rounds: list[dict]) -> dict:
         targets.append({**first, "ratio": value, "rounds": ratios,
                         "met": meets(value, first["goal"], first["at_least"]),
                         "ceiling": None if first["ceiling"] is None else median(ceilings)})
-    return {"compute_limit_rows_per_s": limits, "rows": rows, "targets": targets}
+    return {"compute_limit_rows_per_s": limits, "rows": rows, "targets": targets,
+            **combine_latent(rounds)}
+
+
+def combine_latent(rounds: list[dict]) -> dict:
+    """The latent-space scenarios against onnxruntime in-process on the same rows.
+
+    For each server that ran one: rows/s (calls/s times the rows each call runs, both graphs'
+    added up), the in-process rows/s, and their ratio, taken within each round; the medians
+    over the rounds, and each round's ratio.
+    """
+    in_process = [r.get(LATENT_IN_PROCESS, {}) for r in rounds]
+    latent = []
+    for row in rounds[0]["rows"]:
+        if row["scenario"] not in in_process[0]:
+            continue
+        measured = [find(r, row["server"], row["scenario"])["samples_per_s"] for r in rounds]
+        limits = [figures[row["scenario"]] for figures in in_process]
+        ratios = [m / limit for m, limit in zip(measured, limits, strict=True)]
+        latent.append({"scenario": row["scenario"], "server": row["server"],
+                       "rows": row["rows"], "concurrency": row["concurrency"],
+                       "rows_per_s": median(measured), "in_process_rows_per_s": median(limits),
+                       "ratio": median(ratios), "rounds": ratios})
+    limits_by_name = {name: median(figures[name] for figures in in_process)
+                      for name in in_process[0]}
+    return {LATENT_IN_PROCESS: limits_by_name, "latent": latent}
 
 
 def combine_rows(rows: list[dict]) -> dict:
@@ -131,14 +181,23 @@ def print_table(results: dict) -> None:
     for graph, by_batch in limits.items():
         cells = " | ".join(f"{by_batch[b]:,.0f}" for b in sorted(by_batch, key=int))
         print(f"| {graph} rows/s | {cells} |")
-    print(f"\n| target | ratio (median) | rounds | goal | met | ceiling ({REFERENCE}) |")
-    print("|---|---:|---|---|---|---:|")
+    if results["targets"]:
+        print(f"\n| target | ratio (median) | rounds | goal | met | ceiling ({REFERENCE}) |")
+        print("|---|---:|---|---|---|---:|")
     for target in results["targets"]:
         ceiling = "" if target["ceiling"] is None else f"{target['ceiling']:.2f}"
         rounds = ", ".join(f"{ratio:.2f}" for ratio in target["rounds"])
         goal = f"{'>=' if target['at_least'] else '<='} {target['goal']}"
         print(f"| {target['target']} | {target['ratio']:.2f} | {rounds} | {goal} | "
               f"{'yes' if target['met'] else 'NO'} | {ceiling} |")
+    if results["latent"]:
+        print("\n| latent-space RPC | server | rows/call | rows/s | onnxruntime in-process "
+              "rows/s | service / in-process (median) | rounds |")
+        print("|---|---|---:|---:|---:|---:|---|")
+    for row in results["latent"]:
+        rounds = ", ".join(f"{ratio:.2f}" for ratio in row["rounds"])
+        print(f"| {row['scenario']} | {row['server']} | {row['rows']} | {row['rows_per_s']:,.0f} | "
+              f"{row['in_process_rows_per_s']:,.0f} | {row['ratio']:.2f} | {rounds} |")
 
 
 def _plain_number(value: float, _position: int) -> str:

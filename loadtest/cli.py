@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ghz.add_argument("-t", "--timeout", help="deadline of each call (20s; 0: none)")
     ghz.add_argument("--connect-timeout", help="to connect (10s)")
     ghz.add_argument("-r", "--rps", type=float, help="arrivals per second: open loop, see below")
-    ghz.add_argument("--connections", type=int, help="connections to open (1)")
+    ghz.add_argument(
+        "--connections", type=int, help="connections to open (1); the -c workers take them in turn"
+    )
     ghz.add_argument(
         "--insecure", action=argparse.BooleanOptionalAction, help="plaintext (--no-insecure: TLS)"
     )

@@ -65,6 +65,12 @@ class RunConfig:
         for name in ("concurrency", "connections", "procs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.connections > self.concurrency:
+            # As ghz refuses it: a connection without a worker would carry nothing.
+            raise ConfigError(
+                f"connections ({self.connections}) cannot be more than "
+                f"concurrency ({self.concurrency})"
+            )
         if self.duration_s <= 0 and self.total < 1:
             raise ConfigError("give a total of at least 1 request or a duration")
         if min(self.duration_s, self.timeout_s, self.rps, self.connect_timeout_s) < 0:

@@ -6,7 +6,13 @@ bytes, so the client spends its time on gRPC rather than on protobuf.
 Closed loop (ghz's model): `concurrency` workers, each sending its next request when the last
 one is answered. Open loop (with `rps`): arrival j is due at start + j/rps whatever the server
 does, and its latency runs from that intended time, so a stalled server shows as a long tail
-instead of as fewer, fast samples (coordinated omission).
+instead of as fewer, fast samples (coordinated omission); it is sent by the worker that has been
+idle longest, so at most `concurrency` calls are in flight.
+
+Worker k sends over connection k mod `connections`, as in ghz: the workers are dealt out evenly
+over the connections, and a connection carries only its own workers' calls. A server that
+balances per connection (worker processes sharing a port, a Service's pods) then gets the load
+the way ghz would give it.
 
 A timed run ends as ghz's --duration-stop says: "wait" sends nothing new and lets the calls in
 flight finish; "close" cuts them and counts each as failed, as ghz does when it closes its
@@ -187,8 +193,9 @@ class _Recorder:
         )
 
 
-# One call: its number in the run, and the monotonic time its latency counts from.
-_Call = Callable[[int, int], Awaitable[None]]
+# One call: the worker sending it, its number in the run, and the monotonic time its latency
+# counts from.
+_Call = Callable[[int, int, int], Awaitable[None]]
 
 
 async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns: int) -> Samples:
@@ -205,10 +212,10 @@ async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns
     in_flight: set[grpc.aio.UnaryUnaryCall] = set()
     cut: set[grpc.aio.UnaryUnaryCall] = set()
 
-    async def call(number: int, start: int) -> None:
+    async def call(worker: int, number: int, start: int) -> None:
         if cut_at_end and time.monotonic_ns() >= end_ns:
             return  # an open-loop arrival that got its turn too late: the run is over
-        rpc = calls[number % len(calls)](
+        rpc = calls[worker % len(calls)](
             payloads[number % len(payloads)], timeout=timeout, metadata=metadata
         )
         in_flight.add(rpc)
@@ -257,35 +264,39 @@ async def _closed_loop(share: Share, end_ns: int, call: _Call) -> None:
     else:
         numbers = iter(range(share.index, share.total, share.stride))
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         for number in numbers:
             start = time.monotonic_ns()
             if end_ns and start >= end_ns:
                 return
-            await call(number, start)
+            await call(index, number, start)
 
-    await asyncio.gather(*(worker() for _ in range(share.concurrency)))
+    await asyncio.gather(*(worker(index) for index in range(share.concurrency)))
 
 
 async def _open_loop(share: Share, start_ns: int, call: _Call) -> None:
     arrivals = share.total if not share.duration_s else math.floor(share.duration_s * share.rps)
     interval_ns = 1e9 / share.rps
-    in_flight = asyncio.Semaphore(share.concurrency)
+    # First in, first out: the worker idle longest sends the next arrival, as the longest
+    # waiting of ghz's workers receives its next tick.
+    idle: asyncio.Queue[int] = asyncio.Queue()
+    for worker in range(share.concurrency):
+        idle.put_nowait(worker)
     tasks: set[asyncio.Task] = set()
 
-    async def one(number: int, due_ns: int) -> None:
+    async def one(worker: int, number: int, due_ns: int) -> None:
         try:
-            await call(number, due_ns)
+            await call(worker, number, due_ns)
         finally:
-            in_flight.release()
+            idle.put_nowait(worker)
 
     for number in range(share.index, arrivals, share.stride):
         due_ns = start_ns + int(number * interval_ns)
         await _sleep_until(due_ns)
-        # When `concurrency` calls are in flight the next one waits here; its latency still
+        # When every worker has a call in flight the next one waits here; its latency still
         # counts from its due time, so the wait is measured, not hidden.
-        await in_flight.acquire()
-        task = asyncio.create_task(one(number, due_ns))
+        worker = await idle.get()
+        task = asyncio.create_task(one(worker, number, due_ns))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)

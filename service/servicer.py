@@ -10,6 +10,7 @@ SampleStream is a generator: gRPC sends each chunk it yields before asking for t
 stream makes its rows one chunk at a time, as fast as the caller reads them.
 """
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from vae.v1 import vae_pb2
 from service.errors import ShuttingDown
 from service.noise import fresh_stream_seed
 from service.pipeline import VAEPipeline
-from service.tensors import UINT8, quantize_images
+from service.tensors import images_as
 from service.validation import (
     check_rows,
     chunk_rows_of,
@@ -52,15 +53,15 @@ class StreamSettings:
     stopping: Callable[[], bool]
 
 
-# gRPC reports a call without a deadline as one some 292 billion years away; as the timeout of a
-# wait, that overflows the OS's clock. A deadline further out than this is taken as none.
-_NO_DEADLINE_BEYOND_SECONDS = 10 * 365 * 24 * 3600.0
-
-
 def _deadline(context: grpc.ServicerContext) -> float | None:
-    """The caller's deadline as a `time.monotonic()` instant, None when it set none."""
+    """The caller's deadline as a `time.monotonic()` instant, None when it set none.
+
+    grpcio gives a call without a deadline one in its infinite future (time_remaining() near
+    2**63 s, not None), a wait too long for threading to take; a deadline further away than
+    the longest wait threading takes (about 292 years) is therefore none.
+    """
     remaining = context.time_remaining()
-    if remaining is None or remaining > _NO_DEADLINE_BEYOND_SECONDS:
+    if remaining is None or remaining > threading.TIMEOUT_MAX:
         return None
     return time.monotonic() + remaining
 
@@ -85,12 +86,15 @@ class VAEServicer:
         """Draw `count` digits from the prior."""
         check_rows("count", request.count, self._pipeline.max_request_rows)
         temperature = temperature_of(request)
+        output_dtype = output_dtype_of(request)
         model = self._pipeline.model
         images, latents = self._pipeline.sample(
             model, request.count, _seed(request), temperature, _deadline(context),
             context.is_active,
         )
-        tensors = [TensorField("images", images, (request.count, *model.image_shape))]
+        tensors = [TensorField(
+            "images", images_as(images, output_dtype), (request.count, *model.image_shape)
+        )]
         if request.return_latents:
             tensors.append(TensorField("latents", latents))
         return Response(vae_pb2.SampleResponse(model_version=model.version), tensors)
@@ -121,13 +125,16 @@ class VAEServicer:
         images, shape = images_from_proto(
             request.images, "images", model.image_shape, self._pipeline.max_request_rows
         )
+        output_dtype = output_dtype_of(request)
         result = self._pipeline.reconstruct(
             model, images, _seed(request), _deadline(context), context.is_active
         )
         response = vae_pb2.ReconstructResponse(
             reconstruction_error=result.errors.tolist(), model_version=model.version
         )
-        return Response(response, [TensorField("images", result.images, shape)])
+        return Response(
+            response, [TensorField("images", images_as(result.images, output_dtype), shape)]
+        )
 
     def Decode(
         self, request: vae_pb2.DecodeRequest, context: grpc.ServicerContext
@@ -137,10 +144,13 @@ class VAEServicer:
         latents = latents_from_proto(
             request.latents, "latents", model.latent_dim, self._pipeline.max_request_rows
         )
+        output_dtype = output_dtype_of(request)
         images = self._pipeline.decode(model, latents, _deadline(context), context.is_active)
         return Response(
             vae_pb2.DecodeResponse(model_version=model.version),
-            [TensorField("images", images, (len(images), *model.image_shape))],
+            [TensorField(
+                "images", images_as(images, output_dtype), (len(images), *model.image_shape)
+            )],
         )
 
     def GetModelInfo(
@@ -171,12 +181,15 @@ class VAEServicer:
         start = endpoint_from_proto(request.start, "start", model)
         end = endpoint_from_proto(request.end, "end", model)
         steps = interpolation_steps(request.steps, self._pipeline.max_interpolation_steps)
+        path = interpolation_path(request.path)
+        output_dtype = output_dtype_of(request)
         result = self._pipeline.interpolate(
-            model, start, end, steps, interpolation_path(request.path), _deadline(context),
-            context.is_active,
+            model, start, end, steps, path, _deadline(context), context.is_active
         )
         return Response(vae_pb2.InterpolateResponse(model_version=model.version), [
-            TensorField("images", result.images, (steps, *model.image_shape)),
+            TensorField(
+                "images", images_as(result.images, output_dtype), (steps, *model.image_shape)
+            ),
             TensorField("latents", result.latents),
         ])
 
@@ -191,12 +204,17 @@ class VAEServicer:
         count = draws_per_image(
             "count", request.count, len(images), self._pipeline.max_request_rows
         )
+        temperature = variation_temperature(request)
+        output_dtype = output_dtype_of(request)
         result = self._pipeline.variations(
-            model, images, count, variation_temperature(request), _seed(request),
-            _deadline(context), context.is_active,
+            model, images, count, temperature, _seed(request), _deadline(context),
+            context.is_active,
         )
         return Response(vae_pb2.VariationsResponse(model_version=model.version), [
-            TensorField("images", result.images, (len(images), count, *model.image_shape)),
+            TensorField(
+                "images", images_as(result.images, output_dtype),
+                (len(images), count, *model.image_shape),
+            ),
             TensorField("latents", result.latents),
         ])
 
@@ -228,7 +246,7 @@ class VAEServicer:
         stream_rows(request.count, request.start_index, self._streams.max_rows)
         chunk_rows = chunk_rows_of(request.chunk_rows, self._streams.max_chunk_rows)
         temperature = temperature_of(request)
-        output_dtype = output_dtype_of(request.output_dtype)
+        output_dtype = output_dtype_of(request)
         seed = request.seed if request.HasField("seed") else fresh_stream_seed()
         model = self._pipeline.model
         for first in range(request.start_index, request.count, chunk_rows):
@@ -244,8 +262,10 @@ class VAEServicer:
             decoded = self._pipeline.sample_rows(
                 model, seed, temperature, first, rows, _deadline(context), context.is_active
             )
-            images = quantize_images(decoded.images) if output_dtype == UINT8 else decoded.images
-            tensors = [TensorField("images", images, (rows, *model.image_shape))]
+            tensors = [
+                TensorField("images", images_as(decoded.images, output_dtype),
+                            (rows, *model.image_shape))
+            ]
             if request.return_latents:
                 tensors.append(TensorField("latents", decoded.latents))
             yield Response(

@@ -1,4 +1,5 @@
-"""`vae.v1.Tensor` <-> numpy: the dtype mapping and the conversions for trusted tensors.
+"""`vae.v1.Tensor` <-> numpy: the dtype mapping, the conversions for trusted tensors, and the
+one quantization of returned images to UINT8.
 
 Tensors from callers are decoded and checked by service.validation; the service's responses are
 encoded by service.wire.
@@ -42,7 +43,19 @@ def from_proto(tensor: vae_pb2.Tensor) -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=_NUMPY_DTYPES[tensor.dtype]).reshape(tensor.shape)
 
 
-def quantize_images(images: np.ndarray) -> np.ndarray:
-    """float32 pixels in [0, 1] as UINT8's 0..255: round(p x 255), in float32 before rounding
-    (vae.proto's definition, which a caller can reproduce bitwise)."""
-    return np.rint(images * np.float32(255)).astype(np.uint8)
+def images_as(images: np.ndarray, dtype: int) -> np.ndarray:
+    """Float32 images in [0, 1] as a response returns them in `dtype`: FLOAT32 as they are,
+    UINT8 quantized as the contract defines it (vae.proto, DType):
+
+        numpy.rint(images * numpy.float32(255)).astype(numpy.uint8)
+
+    the float32 product rounded to the nearest integer, halves to even; a client that applies
+    this to the FLOAT32 response gets the UINT8 response's bytes.
+    """
+    if dtype == FLOAT32:
+        return images
+    # The formula above, with one temporary instead of two: the decoder's rows may be a view
+    # of a batch other requests share, so `images` itself is never written to.
+    scaled = np.multiply(images, np.float32(255), dtype=np.float32)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)

@@ -65,8 +65,15 @@ def chunk_rows_of(chunk_rows: int, max_chunk_rows: int) -> int:
     return chunk_rows
 
 
-def output_dtype_of(dtype: int) -> int:
-    """The element type to send images in: FLOAT32 (also when unset) or UINT8."""
+ImageRequest = (
+    vae_pb2.SampleRequest | vae_pb2.ReconstructRequest | vae_pb2.DecodeRequest
+    | vae_pb2.InterpolateRequest | vae_pb2.VariationsRequest | vae_pb2.SampleStreamRequest
+)
+
+
+def output_dtype_of(request: ImageRequest) -> vae_pb2.DType.ValueType:
+    """The element type the request's images are to be returned in: FLOAT32 when unset."""
+    dtype = request.output_dtype
     if dtype == vae_pb2.DTYPE_UNSPECIFIED:
         return FLOAT32
     if dtype not in (FLOAT32, UINT8):

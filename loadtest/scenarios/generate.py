@@ -2,9 +2,11 @@
 
     python -m loadtest.scenarios.generate [--data data/mnist10k.npz]
 
-Encode and Reconstruct send real held-out digits: the first held-out image of each class 0-9,
-round-robin (ghz sends the elements of a data array in turn). Tensors are protobuf JSON: `data`
-in base64, `dtype` by enum name, the int64 `shape` as strings (proto3 JSON's canonical form).
+Encode, Reconstruct, Variations and Score send real held-out digits: the first held-out image
+of each class 0-9, round-robin (ghz sends the elements of a data array in turn); Interpolate goes
+from each of them to the next class's. Tensors are protobuf JSON: `data` in base64, `dtype` by
+enum name, the int64 `shape` and uint64 `seed` as strings (proto3 JSON's canonical form); enums
+by name (`"PATH_SPHERICAL"`), a oneof by the name of its field (`{"image": ...}`).
 No file names a .proto: ghz then asks the server's reflection; give `--proto` to use the file.
 """
 
@@ -22,6 +24,13 @@ HELD_OUT = 1  # data/mnist10k.npz `split` value of the held-out digits
 HOST = "127.0.0.1:50051"
 # Points of the 2-d latent space to decode: the prior's centre and a ring about one sd out.
 LATENTS = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0), (0.7, 0.7), (-0.7, -0.7)]
+# The latent-space RPCs' sizes: the rows each call runs are 2 encoded + 8 decoded (Interpolate),
+# 1 + 8 (Variations) and 1 + 16 (Score).
+INTERPOLATION_STEPS = 8
+VARIATIONS_COUNT = 8
+SCORE_SAMPLES = 16
+# Seeded, so that every call of a run does the same work and its answers can be compared.
+SEED = "7"
 
 
 def tensor(array: np.ndarray, dtype: str) -> dict[str, Any]:
@@ -71,11 +80,29 @@ def scenarios(digits: np.ndarray) -> dict[str, dict[str, Any]]:
     latents = [
         {"latents": tensor(np.array([point], dtype=np.float32), "FLOAT32")} for point in LATENTS
     ]
+    interpolations = [
+        {
+            "start": {"image": tensor(start.reshape(28, 28), "UINT8")},
+            "end": {"image": tensor(end.reshape(28, 28), "UINT8")},
+            "steps": INTERPOLATION_STEPS,
+            "path": "PATH_SPHERICAL",
+        }
+        for start, end in zip(digits, np.roll(digits, -1, axis=0), strict=True)
+    ]
     closed_loop = {"concurrency": 32, "total": 5000}
+    latent_load = {"concurrency": 32, "total": 2000}
     return {
         "sample-1": scenario("Sample count 1", "Sample", closed_loop, {"count": 1}),
         "sample-64": scenario(
             "Sample count 64", "Sample", {"concurrency": 8, "total": 1000}, {"count": 64}
+        ),
+        "sample-1-uint8": scenario(
+            "Sample count 1, UINT8 images", "Sample", closed_loop,
+            {"count": 1, "outputDtype": "UINT8"},
+        ),
+        "sample-64-uint8": scenario(
+            "Sample count 64, UINT8 images", "Sample", {"concurrency": 8, "total": 1000},
+            {"count": 64, "outputDtype": "UINT8"},
         ),
         "encode": scenario("Encode one held-out digit (uint8)", "Encode", closed_loop, as_uint8),
         "reconstruct": scenario(
@@ -85,6 +112,24 @@ def scenarios(digits: np.ndarray) -> dict[str, dict[str, Any]]:
             as_float,
         ),
         "decode": scenario("Decode one latent point", "Decode", closed_loop, latents),
+        "interpolate": scenario(
+            f"Interpolate between two held-out digits, {INTERPOLATION_STEPS} steps",
+            "Interpolate",
+            latent_load,
+            interpolations,
+        ),
+        "variations": scenario(
+            f"Variations of one held-out digit (uint8), count {VARIATIONS_COUNT}",
+            "Variations",
+            latent_load,
+            [{**item, "count": VARIATIONS_COUNT, "seed": SEED} for item in as_uint8],
+        ),
+        "score": scenario(
+            f"Score one held-out digit (uint8), {SCORE_SAMPLES} samples",
+            "Score",
+            latent_load,
+            [{**item, "samples": SCORE_SAMPLES, "seed": SEED} for item in as_uint8],
+        ),
     }
 
 

@@ -7,12 +7,17 @@ a handler would: every call in flight and every call arriving meanwhile waits.
 
 With `--tls-cert` and `--tls-key` it serves TLS; with `--client-ca` too, mutual TLS.
 
+It keeps count of the Sample calls per connection (gRPC's peer address, one per TCP connection):
+`/slowserver.Peers/Get` answers, as JSON bytes, each peer's calls and the most it had in flight
+at once.
+
 Run as `python tests/loadtest/slow_server.py [flags]`; it prints `PORT <n>` once serving and
 stops on SIGTERM.
 """
 
 import argparse
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -20,19 +25,49 @@ from pathlib import Path
 import grpc
 
 
-def sample_handler(delay_s: float, stall_after_s: float, stall_s: float) -> grpc.RpcMethodHandler:
+class Peers:
+    """Per peer (connection): Sample calls, calls in flight now, and the most in flight."""
+
+    def __init__(self) -> None:
+        self.by_peer: dict[str, dict[str, int]] = {}
+
+    def start(self, peer: str) -> None:
+        counts = self.by_peer.setdefault(peer, {"calls": 0, "in_flight": 0, "most_in_flight": 0})
+        counts["calls"] += 1
+        counts["in_flight"] += 1
+        counts["most_in_flight"] = max(counts["most_in_flight"], counts["in_flight"])
+
+    def end(self, peer: str) -> None:
+        self.by_peer[peer]["in_flight"] -= 1
+
+    def handler(self) -> grpc.RpcMethodHandler:
+        """The Get handler: the counts so far, as JSON."""
+
+        async def get(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return json.dumps(self.by_peer).encode()
+
+        return grpc.unary_unary_rpc_method_handler(get)
+
+
+def sample_handler(
+    delay_s: float, stall_after_s: float, stall_s: float, peers: Peers
+) -> grpc.RpcMethodHandler:
     """The Sample handler: a fixed delay, and at most one stall of the event loop."""
     first_call: list[float] = []
     stalled: list[bool] = []
 
     async def sample(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        now = time.monotonic()
-        first_call[:] = first_call or [now]
-        if stall_s and not stalled and now - first_call[0] >= stall_after_s:
-            stalled.append(True)
-            time.sleep(stall_s)  # blocking on purpose: the stall must hold every call up
-        await asyncio.sleep(delay_s)
-        return b""
+        peers.start(context.peer())
+        try:
+            now = time.monotonic()
+            first_call[:] = first_call or [now]
+            if stall_s and not stalled and now - first_call[0] >= stall_after_s:
+                stalled.append(True)
+                time.sleep(stall_s)  # blocking on purpose: the stall must hold every call up
+            await asyncio.sleep(delay_s)
+            return b""
+        finally:
+            peers.end(context.peer())
 
     return grpc.unary_unary_rpc_method_handler(sample)
 
@@ -52,10 +87,12 @@ def credentials(args: argparse.Namespace) -> grpc.ServerCredentials | None:
 async def serve(args: argparse.Namespace) -> None:
     """Serve on a free port of 127.0.0.1 until SIGTERM."""
     server = grpc.aio.server()
-    handler = sample_handler(args.delay_ms / 1000, args.stall_after_s, args.stall_s)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("vae.v1.VAEService", {"Sample": handler}),)
-    )
+    peers = Peers()
+    handler = sample_handler(args.delay_ms / 1000, args.stall_after_s, args.stall_s, peers)
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler("vae.v1.VAEService", {"Sample": handler}),
+        grpc.method_handlers_generic_handler("slowserver.Peers", {"Get": peers.handler()}),
+    ))
     tls = credentials(args)
     address = "127.0.0.1:0"
     port = server.add_secure_port(address, tls) if tls else server.add_insecure_port(address)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, combine_rounds
+from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, check_targets, combine_rounds
+from bench.scenarios import Scenario
 
 SERVERS = (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE)
 SCENARIOS = (("Sample count 1, c=1", 1), ("Sample count 1, c=32", 1),
@@ -87,3 +88,107 @@ def test_rows_sum_counts_and_times_and_take_the_median_rate_and_the_highest_rss(
     assert row["server_peak_rss_mib"] == 350.0
     assert [r["rps"] for r in row["rounds"]] == [100.0, 300.0, 200.0]
     assert combined["compute_limit_rows_per_s"]["decoder"][1024] == 1000.0
+
+
+def latent_round(service_rows_per_s: float, in_process_rows_per_s: float) -> dict:
+    """A round of one latent-space scenario (10 rows a call) on the service alone."""
+    scenario = "Interpolate 8 steps, c=1"
+    row = {
+        "server": "batching on", "scenario": scenario, "rows": 10, "concurrency": 1,
+        "count": 10, "ok": 10, "rps": service_rows_per_s / 10,
+        "samples_per_s": service_rows_per_s, "p50_s": 0.001, "p90_s": 0.001, "p99_s": 0.002,
+        "client_cpu_s": 1.0, "server_cpu_s": 1.0, "wall_s": 1.0, "server_peak_rss_mib": 90.0,
+        "status": {"OK": 10},
+    }
+    return {"compute_limit_rows_per_s": {"decoder": {1: 1.0}, "encoder": {1: 1.0}},
+            "latent_in_process_rows_per_s": {scenario: in_process_rows_per_s}, "rows": [row]}
+
+
+def test_latent_rpcs_are_set_against_onnxruntime_in_process_within_each_round():
+    # Round 2 is slower all round: the ratio stays, and the median ratio is not the ratio of
+    # the medians.
+    rounds = [latent_round(5000, 100_000), latent_round(2000, 50_000),
+              latent_round(6000, 100_000)]
+    combined = combine_rounds(rounds, with_targets=False)
+
+    (latent,) = combined["latent"]
+    assert (latent["scenario"], latent["server"], latent["rows"]) == (
+        "Interpolate 8 steps, c=1", "batching on", 10
+    )
+    assert latent["rounds"] == pytest.approx([0.05, 0.04, 0.06])
+    assert latent["ratio"] == pytest.approx(0.05)
+    assert latent["rows_per_s"] == 5000 and latent["in_process_rows_per_s"] == 100_000
+    assert combined["latent_in_process_rows_per_s"] == {"Interpolate 8 steps, c=1": 100_000}
+    assert combined["targets"] == []
+
+
+def test_rounds_without_latent_scenarios_keep_the_results_format():
+    rounds = [a_round(figures(*[100.0] * 5), figures(*[0.01] * 5), 1000.0)]
+    combined = combine_rounds(rounds)
+
+    assert set(combined) == {"compute_limit_rows_per_s", "rows", "targets",
+                             "latent_in_process_rows_per_s", "latent"}
+    assert combined["latent"] == [] and combined["latent_in_process_rows_per_s"] == {}
+    assert [t["target"] for t in combined["targets"]] == [
+        t["target"] for t in check_targets(rounds[0])
+    ]
+
+
+def test_rows_keep_the_connections_they_were_measured_with():
+    """Rows written before --connections have no such key (one connection); newer ones do."""
+    rounds = [a_round(figures(*[100.0] * 5), figures(*[0.01] * 5), 1000.0) for _ in range(2)]
+    assert "connections" not in combine_rounds(rounds)["rows"][0]
+    for each in rounds:
+        for row in each["rows"]:
+            row["connections"] = 4
+    assert {row["connections"] for row in combine_rounds(rounds)["rows"]} == {4}
+
+
+@pytest.mark.parametrize(
+    ("callers", "requested", "procs", "opened"),
+    [(32, 1, 1, 1), (32, 4, 1, 4), (1, 4, 1, 1), (32, 1, 2, 2), (4, 2, 8, 4)],
+)
+def test_a_scenario_opens_the_connections_asked_for_within_its_callers_and_processes(
+    callers: int, requested: int, procs: int, opened: int
+):
+    config = Scenario("s", "Sample", 1, callers).run_config("127.0.0.1:1", 1.0, procs, requested)
+    assert config.connections == opened
+
+
+def test_uint8_is_held_against_onnxruntime_at_its_own_batch_and_against_float32():
+    rows = []
+    # samples/s: the service and the floor + onnxruntime, FLOAT32 and UINT8, 1,024 and 4,096.
+    service = {(1024, "FLOAT32"): 150_000, (1024, "UINT8"): 180_000,
+               (4096, "FLOAT32"): 100_000, (4096, "UINT8"): 190_000}
+    reference = {(1024, "FLOAT32"): 160_000, (1024, "UINT8"): 190_000,
+                 (4096, "FLOAT32"): 110_000, (4096, "UINT8"): 195_000}
+    for (sample_rows, dtype), samples in service.items():
+        scenario = f"Sample count {sample_rows}, c=4" + (", UINT8" if dtype == "UINT8" else "")
+        for server in SERVERS:
+            rate = {"batching on": samples, REFERENCE: reference[sample_rows, dtype]}.get(server, 1)
+            rows.append({
+                "server": server, "scenario": scenario, "rows": sample_rows, "count": 10,
+                "ok": 10, "rps": rate / sample_rows, "samples_per_s": rate, "p50_s": 0.01,
+                "p90_s": 0.01, "p99_s": 0.02, "client_cpu_s": 1.0, "server_cpu_s": 2.0,
+                "wall_s": 2.0, "server_peak_rss_mib": 100.0, "status": {"OK": 10},
+            })
+    limits = {"decoder": {1024: 200_000, 4096: 200_000}, "encoder": {1024: 1.0, 4096: 1.0}}
+    combined = combine_rounds([{"compute_limit_rows_per_s": limits, "rows": rows}])
+
+    # Only the targets whose scenarios ran (`python -m bench --only "count 1024" ...`).
+    assert [t["target"] for t in combined["targets"]] == [
+        "Sample 1024 @ c=4 samples/s vs onnxruntime batch 1024",
+        "Sample 1024 @ c=4 UINT8 samples/s vs onnxruntime batch 1024",
+        "Sample 1024 @ c=4 UINT8 vs FLOAT32 (samples/s)",
+        "Sample 4096 @ c=4 UINT8 samples/s vs onnxruntime batch 4096",
+        "Sample 4096 @ c=4 UINT8 vs FLOAT32 (samples/s)",
+    ]
+    uint8_1024 = target(combined, "Sample 1024 @ c=4 UINT8 samples/s")
+    assert uint8_1024["ratio"] == pytest.approx(0.9) and uint8_1024["met"]
+    assert uint8_1024["goal"] == 0.9 and uint8_1024["ceiling"] == pytest.approx(0.95)
+    uint8_4096 = target(combined, "Sample 4096 @ c=4 UINT8 samples/s")
+    assert uint8_4096["ratio"] == pytest.approx(0.95)
+    assert uint8_4096["ceiling"] == pytest.approx(0.975)
+    assert target(combined, "Sample 4096 @ c=4 UINT8 vs FLOAT32")["ratio"] == pytest.approx(1.9)
+    smaller = target(combined, "Sample 1024 @ c=4 UINT8 vs FLOAT32")
+    assert smaller["ratio"] == pytest.approx(1.2) and smaller["met"]

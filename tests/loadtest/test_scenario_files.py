@@ -1,6 +1,7 @@
 """The shipped ghz scenario files: reproducible, in ghz's format, with real held-out digits."""
 
 import base64
+import functools
 import json
 from pathlib import Path
 
@@ -21,11 +22,14 @@ FILES = scenario_files()
 def test_every_scenario_of_the_issue_is_shipped() -> None:
     configs = [json.loads(path.read_text()) for path in FILES]
     calls = [config["call"] for config in configs]
-    counts = [c["data"]["count"] for c in configs if c["call"].endswith(".Sample")]
-    assert sorted(calls) == sorted(
-        f"vae.v1.VAEService.{m}" for m in ("Decode", "Encode", "Reconstruct", "Sample", "Sample")
-    )
-    assert sorted(counts) == [1, 64]
+    samples = [c["data"] for c in configs if c["call"].endswith(".Sample")]
+    methods = ("Decode", "Encode", "Reconstruct", *["Sample"] * 4, "Interpolate", "Variations",
+               "Score")
+    assert sorted(calls) == sorted(f"vae.v1.VAEService.{m}" for m in methods)
+    # Each count in FLOAT32 (the default) and in UINT8.
+    assert sorted((d["count"], d.get("outputDtype", "FLOAT32")) for d in samples) == [
+        (1, "FLOAT32"), (1, "UINT8"), (64, "FLOAT32"), (64, "UINT8")
+    ]
 
 
 def test_the_files_are_what_the_generator_writes(tmp_path) -> None:
@@ -52,19 +56,61 @@ def test_each_file_is_a_complete_ghz_config(path: Path) -> None:
     assert len(requests) == len(settings["data"])
 
 
-@pytest.mark.parametrize("stem", ["encode", "reconstruct"])
-def test_images_are_held_out_digits_one_per_class(stem: str) -> None:
+@functools.cache
+def held_out() -> tuple[np.ndarray, np.ndarray]:
+    """The held-out digits and their labels."""
     with np.load(DATA) as data:
-        held_out = data["images"][data["split"] == HELD_OUT]
-        labels = data["labels"][data["split"] == HELD_OUT]
+        return data["images"][data["split"] == HELD_OUT], data["labels"][data["split"] == HELD_OUT]
+
+
+def held_out_class(tensor: dict, what: str) -> int:
+    """The class of the held-out digit a protobuf-JSON image Tensor holds; fails if none."""
+    images, labels = held_out()
+    dtype = np.uint8 if tensor["dtype"] == "UINT8" else np.dtype("<f4")
+    image = np.frombuffer(base64.b64decode(tensor["data"]), dtype).reshape(1, 784)
+    pixels = np.rint(image * 255).astype(np.uint8) if dtype != np.uint8 else image
+    matches = np.flatnonzero((images == pixels).all(axis=1))
+    assert matches.size, f"{what}: an image is not a held-out digit"
+    return int(labels[matches[0]])
+
+
+@pytest.mark.parametrize("stem", ["encode", "reconstruct", "variations", "score"])
+def test_images_are_held_out_digits_one_per_class(stem: str) -> None:
     call = json.loads((FILES[0].parent / f"{stem}.json").read_text())
-    classes = []
-    for item in call["data"]:
-        tensor = item["images"]
-        dtype = np.uint8 if tensor["dtype"] == "UINT8" else np.dtype("<f4")
-        image = np.frombuffer(base64.b64decode(tensor["data"]), dtype).reshape(1, 784)
-        pixels = np.rint(image * 255).astype(np.uint8) if dtype != np.uint8 else image
-        matches = np.flatnonzero((held_out == pixels).all(axis=1))
-        assert matches.size, f"{stem}: an image is not a held-out digit"
-        classes.append(int(labels[matches[0]]))
+    classes = [held_out_class(item["images"], stem) for item in call["data"]]
     assert classes == list(range(10))
+
+
+def test_interpolations_go_from_each_class_to_the_next_on_the_spherical_path() -> None:
+    call = json.loads((FILES[0].parent / "interpolate.json").read_text())
+    pairs = [
+        (held_out_class(item["start"]["image"], "start"),
+         held_out_class(item["end"]["image"], "end"))
+        for item in call["data"]
+    ]
+    assert pairs == [(digit, (digit + 1) % 10) for digit in range(10)]
+    # By name, as protobuf's JSON writes enums; ghz and our generator both read it so.
+    assert {item["path"] for item in call["data"]} == {"PATH_SPHERICAL"}
+    request = vae_pb2.InterpolateRequest.FromString(
+        serialize_requests(SERVICE.methods_by_name["Interpolate"], call["data"][:1])[0]
+    )
+    assert request.path == vae_pb2.PATH_SPHERICAL and request.steps == 8
+    assert request.start.WhichOneof("point") == request.end.WhichOneof("point") == "image"
+
+
+@pytest.mark.parametrize(("stem", "per_image"), [("variations", "count"), ("score", "samples")])
+def test_seeded_latent_scenarios_send_the_same_draws_every_call(stem: str, per_image: str) -> None:
+    call = json.loads((FILES[0].parent / f"{stem}.json").read_text())
+    request_type = getattr(vae_pb2, f"{call['call'].rsplit('.', 1)[1]}Request")
+    method = SERVICE.methods_by_name[call["call"].rsplit(".", 1)[1]]
+    requests = [request_type.FromString(raw) for raw in serialize_requests(method, call["data"])]
+    assert {request.seed for request in requests if request.HasField("seed")} == {7}
+    assert len({getattr(request, per_image) for request in requests}) == 1
+    assert all(getattr(request, per_image) > 1 for request in requests)
+
+
+@pytest.mark.parametrize("stem", ["sample-1-uint8", "sample-64-uint8"])
+def test_the_uint8_files_ask_for_uint8_images(stem: str) -> None:
+    settings = read_ghz_config(FILES[0].parent / f"{stem}.json")
+    (request,) = serialize_requests(SERVICE.methods_by_name["Sample"], settings["data"])
+    assert vae_pb2.SampleRequest.FromString(request).output_dtype == vae_pb2.UINT8

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from vae.v1 import vae_pb2, vae_pb2_grpc
 
+from service.tensors import to_proto
 from tests.traffic import CHANNEL_OPTIONS, answer_bytes
 
 pytestmark = pytest.mark.timeout(180)
@@ -49,12 +50,13 @@ def stub(server):
 
 
 class Sent:
-    """A Sample call sent without waiting for it, and the monotonic time it came back."""
+    """A call sent without waiting for it, and the monotonic time it came back."""
 
-    def __init__(self, stub, request: vae_pb2.SampleRequest, timeout: float) -> None:
+    def __init__(self, stub, request, timeout: float) -> None:
         self.request = request
         self.returned_at = math.inf
-        self.future = stub.Sample.future(request, timeout=timeout)
+        method = getattr(stub, type(request).__name__.removesuffix("Request"))
+        self.future = method.future(request, timeout=timeout)
         self.future.add_done_callback(self._returned)
 
     def _returned(self, future: grpc.Future) -> None:
@@ -66,7 +68,7 @@ class Sent:
         return "OK" if error is None else error.code().name
 
 
-def send(stub, requests: Iterable[vae_pb2.SampleRequest], timeout: float) -> list[Sent]:
+def send(stub, requests: Iterable, timeout: float) -> list[Sent]:
     return [Sent(stub, request, timeout) for request in requests]
 
 
@@ -162,4 +164,32 @@ def test_requests_whose_deadline_passes_in_the_queue_never_reach_onnxruntime(
     # The only rows run were the blockers'.
     assert rows_run(server) - before == len(blocked) * BLOCKER_ROWS
     assert server.metric("vae_queue_depth", graph="decoder") == 0
+    assert server.health() == "SERVING"
+
+
+def test_latent_space_calls_whose_deadline_passes_in_the_queue_never_reach_the_decoder(
+    server, stub, heldout
+) -> None:
+    # Score encodes at once (nothing blocks the encoder), then queues its draws for the decoder
+    # behind the blockers, where its deadline passes.
+    late_requests = [
+        vae_pb2.ScoreRequest(images=to_proto(heldout[k:k + 4]), samples=16, seed=k)
+        for k in range(10)
+    ]
+    before = rows_run(server)
+    started = server.metric("grpc_server_started_total", grpc_method="Score")
+    handled = server.metric("grpc_server_handled_total", grpc_method="Score")
+    blocked = send_blockers(server, stub, 4)
+    late = send(stub, late_requests, 1.0)
+    server.wait_for_metric("grpc_server_started_total", started + len(late), grpc_method="Score")
+    server.signal(signal.SIGSTOP)
+    try:
+        expired = Counter(call.code() for call in late)
+    finally:
+        server.signal(signal.SIGCONT)
+
+    assert [call.code() for call in blocked] == ["OK"] * len(blocked)
+    assert expired == {"DEADLINE_EXCEEDED": len(late)}
+    server.wait_for_metric("grpc_server_handled_total", handled + len(late), grpc_method="Score")
+    assert rows_run(server) - before == len(blocked) * BLOCKER_ROWS
     assert server.health() == "SERVING"

@@ -78,6 +78,22 @@ def test_refused_clients_do_no_harm_to_a_mutual_tls_client_served_beside_them(
     served.assert_clean()
 
 
+def test_a_client_of_several_connections_speaks_mutual_tls(mtls_server, pki) -> None:
+    credentials = channel_credentials(pki["ca"], pki["client_cert"], pki["client_key"])
+    # server_name: the target is an IP address, the certificate is checked against "localhost".
+    with VAEClient(mtls_server.target, credentials=credentials, server_name="localhost",
+                   connections=2, timeout_seconds=10) as client:
+        assert [client.info().name for _ in range(3)] == ["vae-mnist"] * 3
+    result = subprocess.run(
+        [sys.executable, "-m", "vae_client", "--target", mtls_server.target,
+         "--connections", "2", "--server-name", "localhost", "--ca-file", str(pki["ca"]),
+         "--cert-file", str(pki["client_cert"]), "--key-file", str(pki["client_key"]), "info"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["name"] == "vae-mnist"
+
+
 def test_the_healthcheck_speaks_mutual_tls(mtls_server, pki) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "service.healthcheck", "--target", mtls_server.target,

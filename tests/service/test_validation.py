@@ -11,6 +11,7 @@ from service.validation import (
     check_rows,
     images_from_proto,
     latents_from_proto,
+    output_dtype_of,
     temperature_of,
 )
 
@@ -69,3 +70,18 @@ def test_an_unset_temperature_is_one_and_a_set_one_is_kept() -> None:
 def test_a_temperature_outside_its_range_names_the_field(temperature: float) -> None:
     with pytest.raises(InvalidArgument, match=r"^temperature: must be > 0 and at most 100, got"):
         temperature_of(vae_pb2.SampleRequest(count=1, temperature=temperature))
+
+
+@pytest.mark.parametrize(
+    ("sent", "returned"),
+    [(vae_pb2.DTYPE_UNSPECIFIED, vae_pb2.FLOAT32), (vae_pb2.FLOAT32, vae_pb2.FLOAT32),
+     (vae_pb2.UINT8, vae_pb2.UINT8)],
+)
+def test_the_output_dtype_is_float32_unless_uint8_is_asked(sent: int, returned: int) -> None:
+    assert output_dtype_of(vae_pb2.DecodeRequest(output_dtype=sent)) == returned
+
+
+def test_an_unknown_output_dtype_names_the_field_and_the_value() -> None:
+    message = r"^output_dtype: must be FLOAT32, UINT8 or unset, got unknown dtype 9$"
+    with pytest.raises(InvalidArgument, match=message):
+        output_dtype_of(vae_pb2.SampleRequest(count=1, output_dtype=9))

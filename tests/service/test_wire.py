@@ -95,6 +95,22 @@ def test_a_declared_shape_and_a_non_contiguous_array_are_encoded_as_given() -> N
     np.testing.assert_array_equal(got, np.ascontiguousarray(images).ravel())
 
 
+def test_uint8_images_with_a_declared_shape_are_protobufs_own_bytes() -> None:
+    # What a response asked in UINT8 (output_dtype) carries: (N, 784) pixels declared (N, 28, 28).
+    pixels = np.random.default_rng(2).integers(0, 256, (5, 784), dtype=np.uint8)
+    latents = np.random.default_rng(3).standard_normal((5, 2), dtype=np.float32)
+    encoded = serialize(Response(
+        vae_pb2.SampleResponse(model_version="1"),
+        [TensorField("images", pixels, (5, 28, 28)), TensorField("latents", latents)],
+    ))
+    whole = vae_pb2.SampleResponse(
+        images=to_proto(pixels, (5, 28, 28)), latents=to_proto(latents), model_version="1"
+    )
+    assert encoded == whole.SerializeToString(deterministic=True)
+    decoded = vae_pb2.SampleResponse.FromString(encoded)
+    assert decoded.images.dtype == vae_pb2.UINT8 and len(decoded.images.data) == 5 * 784
+
+
 def test_large_tensors_whose_lengths_need_multi_byte_varints_round_trip() -> None:
     images = np.random.default_rng(1).random((1024, 784), dtype=np.float32)
     encoded = serialize(Response(

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from vae_client._channel import add_connection_arguments, channel_from_arguments
+from vae_client._channel import add_connection_arguments, credentials_from_arguments
 from vae_client._client import VAEClient
 from vae_client._images import PillowMissing, read_digit, require_pillow, save_grid
 
@@ -134,10 +134,17 @@ def _saved(images: np.ndarray, out: Path | None, columns: int | None = None) -> 
     return str(out)
 
 
+# Images come only to be saved as PNG: the server's uint8 are the very pixels save_grid would
+# make of its float32 ones, in a quarter of the bytes.
+_PIXELS = "uint8"
+
+
 def _run(args: argparse.Namespace, client: VAEClient) -> dict[str, object]:
     """Make the call; returns what to print as JSON."""
     if args.command == "sample":
-        samples = client.sample(args.count, seed=args.seed, temperature=args.temperature)
+        samples = client.sample(
+            args.count, seed=args.seed, temperature=args.temperature, output_dtype=_PIXELS
+        )
         return {"model_version": samples.model_version, "count": len(samples.images),
                 "out": _saved(samples.images, args.out)}
     if args.command in ("encode", "reconstruct"):
@@ -155,7 +162,7 @@ def _run(args: argparse.Namespace, client: VAEClient) -> dict[str, object]:
                 for row, latents in zip(rows, encoding.latents, strict=True):
                     row["latents"] = latents.tolist()
             return {"model_version": encoding.model_version, "images": rows}
-        result = client.reconstruct(images, seed=args.seed)
+        result = client.reconstruct(images, seed=args.seed, output_dtype=_PIXELS)
         return {
             "model_version": result.model_version,
             "images": [
@@ -169,20 +176,22 @@ def _run(args: argparse.Namespace, client: VAEClient) -> dict[str, object]:
         if len(args.latents) % latent_dim:
             raise SystemExit(f"vae-client decode: give points of {latent_dim} numbers each")
         latents = np.array(args.latents, dtype=np.float32).reshape(-1, latent_dim)
-        decoded = client.decode(latents)
+        decoded = client.decode(latents, output_dtype=_PIXELS)
         return {"count": len(decoded), "out": _saved(decoded, args.out)}
     if args.command == "interpolate":
         start, end = (
             read_digit(point, args.invert) if isinstance(point, Path) else point
             for point in (args.start, args.end)
         )
-        morph = client.interpolate(start, end, args.steps, path=args.path)
+        morph = client.interpolate(
+            start, end, args.steps, path=args.path, output_dtype=_PIXELS
+        )
         return {"model_version": morph.model_version, "latents": morph.latents.tolist(),
                 "out": _saved(morph.images, args.out, columns=len(morph.images))}
     if args.command == "variations":
         variations = client.variations(
             _read_images(args.images, args.invert), args.count,
-            temperature=args.temperature, seed=args.seed,
+            temperature=args.temperature, seed=args.seed, output_dtype=_PIXELS,
         )
         return {
             "model_version": variations.model_version,
@@ -228,7 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PillowMissing as error:
             print(f"vae-client: {error}", file=sys.stderr)
             return 1
-    with VAEClient(channel=channel_from_arguments(args), timeout_seconds=args.timeout) as client:
+    client = VAEClient(
+        args.target, credentials=credentials_from_arguments(args), server_name=args.server_name,
+        connections=args.connections, timeout_seconds=args.timeout,
+    )
+    with client:
         try:
             if args.command == "score":
                 for row in _score(args, client):

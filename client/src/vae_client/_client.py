@@ -1,5 +1,7 @@
 """VAEClient: the service's RPCs as Python calls that take and return numpy arrays."""
 
+import itertools
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -12,7 +14,7 @@ from vae.v1 import vae_pb2, vae_pb2_grpc
 
 from vae_client._channel import open_channel
 from vae_client._stream import StreamChunk, StreamRequest, resumed_stream
-from vae_client._tensors import from_tensor, to_tensor
+from vae_client._tensors import OutputDType, from_tensor, proto_dtype, to_tensor
 
 # An interpolation endpoint of this many values is an image: no VAE of 28x28 digits has a
 # latent space as large as its images.
@@ -23,7 +25,8 @@ _PATHS = {"linear": vae_pb2.PATH_LINEAR, "spherical": vae_pb2.PATH_SPHERICAL}
 
 @dataclass(frozen=True)
 class SampledDigits:
-    """Images (count, 28, 28) float32 in [0, 1]; latents (count, latent_dim) when asked for."""
+    """Images (count, 28, 28), float32 in [0, 1] or uint8 as asked; latents
+    (count, latent_dim) when asked for."""
 
     images: np.ndarray
     latents: np.ndarray | None
@@ -99,11 +102,21 @@ class LikelihoodScores:
 class VAEClient:
     """A blocking client of vae.v1.VAEService.
 
-    Images may be (N, 784) or (N, 28, 28), float32 in [0, 1] or uint8 in [0, 255]. Failed
-    calls raise grpc.RpcError, whose `.code()` and `.details()` say what went wrong.
+    Images may be (N, 784) or (N, 28, 28), float32 in [0, 1] or uint8 in [0, 255]. Calls that
+    return images return float32 in [0, 1], or with `output_dtype="uint8"` the same images
+    quantized by the server, numpy.rint(images * numpy.float32(255)).astype(numpy.uint8): a
+    quarter of the bytes on the wire. Failed calls raise grpc.RpcError, whose `.code()` and
+    `.details()` say what went wrong.
 
         with VAEClient("localhost:50051") as client:
             digits = client.sample(16, seed=7).images
+
+    `credentials` (from `channel_credentials`) turn TLS on, and `server_name` overrides the
+    name checked against the server's certificate. `connections` opens that many TCP
+    connections and sends the calls over them in turn: a server's worker processes, or the pods
+    behind a Kubernetes Service, share the load per connection, never per call, so one
+    connection keeps all of a client's calls on one of them. Or pass a ready `channel` (one
+    connection). A client may be used from several threads at once.
     """
 
     def __init__(
@@ -111,11 +124,30 @@ class VAEClient:
         target: str = "localhost:50051",
         *,
         channel: grpc.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+        connections: int = 1,
         timeout_seconds: float | None = 30.0,
     ) -> None:
-        self._channel = channel if channel is not None else open_channel(target)
-        self._stub = vae_pb2_grpc.VAEServiceStub(self._channel)
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}")
+        if channel is not None and (connections > 1 or credentials or server_name):
+            raise ValueError("a given channel is one connection with its own settings: pass "
+                             "connections, credentials and server_name with a target instead")
+        self._channels = [channel] if channel is not None else [
+            open_channel(target, credentials, server_name=server_name, own_connection=True)
+            for _ in range(connections)
+        ]
+        self._stubs = itertools.cycle(
+            [vae_pb2_grpc.VAEServiceStub(each) for each in self._channels]
+        )
+        self._stubs_lock = threading.Lock()
         self.timeout_seconds = timeout_seconds
+
+    def _next_stub(self) -> vae_pb2_grpc.VAEServiceStub:
+        """The stub of the next connection in turn."""
+        with self._stubs_lock:
+            return next(self._stubs)
 
     def sample(
         self,
@@ -124,11 +156,13 @@ class VAEClient:
         seed: int | None = None,
         temperature: float | None = None,
         return_latents: bool = False,
+        output_dtype: OutputDType = "float32",
     ) -> SampledDigits:
         """Draw `count` digits from the prior; the same seed gives the same bytes."""
-        response = self._stub.Sample(
+        response = self._next_stub().Sample(
             vae_pb2.SampleRequest(
-                count=count, seed=seed, temperature=temperature, return_latents=return_latents
+                count=count, seed=seed, temperature=temperature, return_latents=return_latents,
+                output_dtype=proto_dtype(output_dtype),
             ),
             timeout=self.timeout_seconds,
         )
@@ -163,13 +197,13 @@ class VAEClient:
         """
         request = StreamRequest(count, temperature, output_dtype, chunk_rows, return_latents)
         return resumed_stream(
-            self._stub, request, start_index, seed,
+            self._next_stub(), request, start_index, seed,
             resume_attempts=resume_attempts, timeout_seconds=timeout_seconds,
         )
 
     def encode(self, images: np.ndarray, *, seed: int | None = None) -> Embeddings:
         """The posterior of each image; with a seed, also a repeatable draw from it."""
-        response = self._stub.Encode(
+        response = self._next_stub().Encode(
             vae_pb2.EncodeRequest(images=to_tensor(np.asarray(images)), seed=seed),
             timeout=self.timeout_seconds,
         )
@@ -181,10 +215,15 @@ class VAEClient:
             response.model_version,
         )
 
-    def reconstruct(self, images: np.ndarray, *, seed: int | None = None) -> Reconstructions:
+    def reconstruct(
+        self, images: np.ndarray, *, seed: int | None = None, output_dtype: OutputDType = "float32"
+    ) -> Reconstructions:
         """Encode and decode each image (posterior mean, or a seeded draw) with its error."""
-        response = self._stub.Reconstruct(
-            vae_pb2.ReconstructRequest(images=to_tensor(np.asarray(images)), seed=seed),
+        response = self._next_stub().Reconstruct(
+            vae_pb2.ReconstructRequest(
+                images=to_tensor(np.asarray(images)), seed=seed,
+                output_dtype=proto_dtype(output_dtype),
+            ),
             timeout=self.timeout_seconds,
         )
         return Reconstructions(
@@ -193,17 +232,20 @@ class VAEClient:
             response.model_version,
         )
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
+    def decode(self, latents: np.ndarray, *, output_dtype: OutputDType = "float32") -> np.ndarray:
         """Images (N, 28, 28) for (N, latent_dim) latent points."""
-        response = self._stub.Decode(
-            vae_pb2.DecodeRequest(latents=to_tensor(np.asarray(latents, dtype=np.float32))),
+        response = self._next_stub().Decode(
+            vae_pb2.DecodeRequest(
+                latents=to_tensor(np.asarray(latents, dtype=np.float32)),
+                output_dtype=proto_dtype(output_dtype),
+            ),
             timeout=self.timeout_seconds,
         )
         return from_tensor(response.images)
 
     def info(self) -> ModelInfo:
         """The model being served and the server's limits."""
-        response = self._stub.GetModelInfo(
+        response = self._next_stub().GetModelInfo(
             vae_pb2.GetModelInfoRequest(), timeout=self.timeout_seconds
         )
         return ModelInfo(
@@ -228,6 +270,7 @@ class VAEClient:
         steps: int,
         *,
         path: Literal["spherical", "linear"] = "spherical",
+        output_dtype: OutputDType = "float32",
     ) -> LatentPath:
         """`steps` (2 or more, start and end included) points from `start` to `end`, decoded.
 
@@ -240,9 +283,10 @@ class VAEClient:
         """
         if path not in _PATHS:
             raise ValueError(f"path must be 'spherical' or 'linear', got {path!r}")
-        response = self._stub.Interpolate(
+        response = self._next_stub().Interpolate(
             vae_pb2.InterpolateRequest(
-                start=_endpoint(start), end=_endpoint(end), steps=steps, path=_PATHS[path]
+                start=_endpoint(start), end=_endpoint(end), steps=steps, path=_PATHS[path],
+                output_dtype=proto_dtype(output_dtype),
             ),
             timeout=self.timeout_seconds,
         )
@@ -257,6 +301,7 @@ class VAEClient:
         *,
         temperature: float | None = None,
         seed: int | None = None,
+        output_dtype: OutputDType = "float32",
     ) -> DigitVariations:
         """`count` digits like each image: draws from its posterior, decoded.
 
@@ -266,12 +311,13 @@ class VAEClient:
         `eps = numpy.random.default_rng(seed).standard_normal((N, count, latent_dim),
         dtype=numpy.float32)` and `encode(images)`'s mean and log-variance.
         """
-        response = self._stub.Variations(
+        response = self._next_stub().Variations(
             vae_pb2.VariationsRequest(
                 images=to_tensor(np.asarray(images)),
                 count=count,
                 temperature=temperature,
                 seed=seed,
+                output_dtype=proto_dtype(output_dtype),
             ),
             timeout=self.timeout_seconds,
         )
@@ -288,7 +334,7 @@ class VAEClient:
         are those of `variations(images, samples, temperature=1.0, seed=seed)`, so a seed makes
         the scores bitwise repeatable.
         """
-        response = self._stub.Score(
+        response = self._next_stub().Score(
             vae_pb2.ScoreRequest(
                 images=to_tensor(np.asarray(images)), samples=samples, seed=seed
             ),
@@ -301,8 +347,9 @@ class VAEClient:
         )
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channels."""
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> "VAEClient":
         return self

@@ -43,14 +43,18 @@ def read_digit(path: Path, invert: bool = False) -> np.ndarray:
 
 
 def grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile (N, H, W) images in [0, 1] into one uint8 picture, `columns` wide (default: square)."""
+    """Tile (N, H, W) images, in [0, 1] or uint8, into one uint8 picture, `columns` wide
+    (default: square). Floats become rint(p x 255), as the server's UINT8 images."""
     count, height, width = images.shape
     columns = columns or max(1, int(np.ceil(np.sqrt(count))))
     rows = -(-count // columns)
     canvas = np.zeros(
         (rows * (height + padding) + padding, columns * (width + padding) + padding), np.uint8
     )
-    pixels = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+    pixels = (
+        images if images.dtype == np.uint8
+        else np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+    )
     for index in range(count):
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)
@@ -59,7 +63,7 @@ def grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np
 
 
 def save_grid(images: np.ndarray, path: Path, columns: int | None = None) -> None:
-    """Write (N, 28, 28) or (N, 784) images in [0, 1] to `path` as one PNG grid."""
+    """Write (N, 28, 28) or (N, 784) images, in [0, 1] or uint8, to `path` as one PNG grid."""
     require_pillow()
     from PIL import Image
 

@@ -3,7 +3,8 @@
 The server checks every tensor it receives; the client trusts the server's responses.
 """
 
-from typing import Any
+import contextlib
+from typing import Any, TypeAlias
 
 import numpy as np
 from vae.v1 import vae_pb2
@@ -12,6 +13,19 @@ _NUMPY_DTYPES: dict[int, np.dtype[Any]] = {
     vae_pb2.FLOAT32: np.dtype("<f4"),
     vae_pb2.UINT8: np.dtype("u1"),
 }
+
+# What a call that returns images may ask them in: a name or a numpy dtype, float32 or uint8.
+OutputDType: TypeAlias = str | type[np.generic] | np.dtype[Any]
+
+
+def proto_dtype(output_dtype: OutputDType) -> vae_pb2.DType.ValueType:
+    """The Tensor dtype of "float32" or "uint8" (or their numpy dtypes); ValueError otherwise."""
+    with contextlib.suppress(TypeError):  # not a dtype at all
+        dtype = np.dtype(output_dtype)
+        for proto, numpy_dtype in _NUMPY_DTYPES.items():
+            if dtype == numpy_dtype:
+                return vae_pb2.DType.ValueType(proto)
+    raise ValueError(f"output_dtype must be float32 or uint8, got {output_dtype!r}")
 
 
 def to_tensor(array: np.ndarray) -> vae_pb2.Tensor:

@@ -73,6 +73,26 @@ Kubernetes counts the preStop hook inside this period, so it must exceed both to
 {{- end -}}
 
 {{/*
+VAE_WORKERS: workers when given, else one per CPU of resources.limits.cpu, rounded up. The limit
+is a Kubernetes quantity: a number (2, 1.5) or a string ("2", "1500m"). Empty with neither, so
+that the server picks its own default, the CPUs it may use.
+*/}}
+{{- define "vae-serving.workers" -}}
+{{- $workers := .Values.workers | int -}}
+{{- $cpu := dig "limits" "cpu" "" (.Values.resources | default dict) | toString -}}
+{{- if and (eq $workers 0) $cpu -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- $workers = divf (trimSuffix "m" $cpu) 1000 | ceil | int -}}
+{{- else -}}
+{{- $workers = $cpu | float64 | ceil | int -}}
+{{- end -}}
+{{- end -}}
+{{- if gt $workers 0 -}}
+{{- $workers -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 The image's health check client against host (dict "root" $ "host" "...") on the gRPC port.
 With TLS it trusts the Secret's CA and checks the certificate against tls.serverName; with
 mutual TLS it presents the server's own certificate as its client certificate.

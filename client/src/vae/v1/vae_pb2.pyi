@@ -44,6 +44,10 @@ class _DTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DType.ValueType
 
 class DType(_DType, metaclass=_DTypeEnumTypeWrapper):
     """Element type of a Tensor's data.
+    Images returned as UINT8 (a request's output_dtype) are the FLOAT32 images p quantized,
+      numpy.rint(p * numpy.float32(255)).astype(numpy.uint8)
+    that is the float32 product p x 255 rounded to the nearest integer, halves to even: applied
+    to the FLOAT32 response of the same request (and seed), it gives the UINT8 response's bytes.
     Released before the contract was linted: its values keep their unprefixed names (renaming
     them would break clients' code), so buf's prefix rule is waived for this enum alone.
     buf:lint:ignore ENUM_VALUE_PREFIX
@@ -140,8 +144,8 @@ class SampleRequest(_message.Message):
     return_latents: _builtins.bool
     """Also return the latent points that were decoded."""
     output_dtype: Global___DType.ValueType
-    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
-    four times smaller and exactly the FLOAT32 images quantized.
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, rint(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized (DType says how).
     """
     def __init__(
         self,
@@ -273,8 +277,8 @@ class ReconstructRequest(_message.Message):
     seed: _builtins.int
     """Unset: decode the posterior mean. Set: decode a posterior sample drawn with this seed."""
     output_dtype: Global___DType.ValueType
-    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
-    four times smaller and exactly the FLOAT32 images quantized.
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, rint(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized (DType says how).
     """
     @_builtins.property
     def images(self) -> Global___Tensor:
@@ -337,8 +341,8 @@ class DecodeRequest(_message.Message):
     LATENTS_FIELD_NUMBER: _builtins.int
     OUTPUT_DTYPE_FIELD_NUMBER: _builtins.int
     output_dtype: Global___DType.ValueType
-    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
-    four times smaller and exactly the FLOAT32 images quantized.
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, rint(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized (DType says how).
     """
     @_builtins.property
     def latents(self) -> Global___Tensor:
@@ -531,8 +535,8 @@ class InterpolateRequest(_message.Message):
     """Points on the path, start and end included; 2..max_interpolation_steps (GetModelInfo)."""
     path: Global___Path.ValueType
     output_dtype: Global___DType.ValueType
-    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
-    four times smaller and exactly the FLOAT32 images quantized.
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, rint(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized (DType says how).
     """
     @_builtins.property
     def start(self) -> Global___Endpoint: ...
@@ -610,8 +614,8 @@ class VariationsRequest(_message.Message):
     in float32, with mean and log_variance as Encode returns them. Unset: fresh noise.
     """
     output_dtype: Global___DType.ValueType
-    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, round(p x 255),
-    four times smaller and exactly the FLOAT32 images quantized.
+    """Element type of the returned images: FLOAT32 (also when unset) or UINT8, rint(p x 255),
+    four times smaller and exactly the FLOAT32 images quantized (DType says how).
     """
     @_builtins.property
     def images(self) -> Global___Tensor:
