@@ -73,12 +73,15 @@ def cpu_set(text: str) -> set[int]:
 
 
 def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.Namespace) -> dict:
+    # Background streams, when the scenario has them, run beside the warm-up and both tools.
     with streams_running(server.target, scenario.background_streams or 0) as streams:
         run(scenario.run_config(server.target, WARM_UP_S, args.procs, args.connections))
         with ResourceWatch(server) as watch:
             report = run(
                 scenario.run_config(server.target, args.duration, args.procs, args.connections)
             )
+        ghz = (run_ghz(scenario, server.target, args.duration, args.client_cpus,
+                       args.connections) if ghz_available() else None)
     row: dict[str, Any] = {
         "server": server.name, "scenario": scenario.name, "method": scenario.method,
         "rows": scenario.rows, "concurrency": scenario.concurrency,
@@ -94,9 +97,8 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
     if scenario.background_streams is not None:
         row["background_streams"] = streams.streams
         row["background_stream_rows_per_s"] = streams.rows_per_s
-    if ghz_available():
-        row["ghz"] = run_ghz(scenario, server.target, args.duration, args.client_cpus,
-                             args.connections)
+    if ghz is not None:
+        row["ghz"] = ghz
     print(f"  {server.name:19s} {scenario.name:24s} {row['rps']:9,.0f} req/s  "
           f"p50 {row['p50_s'] * 1e3:7.2f} ms  p99 {row['p99_s'] * 1e3:7.2f} ms  "
           f"server cpu {watch.cpu_s / report.total_s:4.0%}  "
