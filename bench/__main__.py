@@ -12,6 +12,10 @@
 The latent-space RPCs (Interpolate, Variations, Score) run on the service alone, at 1 and 32
 callers, and are compared with onnxruntime in this process running the same rows, encoder then
 decoder (bench.compute.measure_latent): the ratio of rows/s says what their paths cost.
+SampleStream, in chunks of 1,024 rows, FLOAT32 and UINT8, runs on the service alone too, its
+rows/s held against onnxruntime at batch 1,024. Unary Sample count 1 at 8 callers runs on the
+service alone and then with two SampleStream calls running beside it (bench.streams), back to
+back: the ratio of their p99s, within each round, says what streams cost unary calls.
 
 Servers run pinned to --server-cpus and the load generator to --client-cpus, so the client never
 takes the server's core and each comparison is between equals. Everything is measured in
@@ -54,6 +58,7 @@ from bench.results import (
 )
 from bench.scenarios import REPO_ROOT, SCENARIOS, Scenario
 from bench.servers import ResourceWatch, RunningServer, start_server
+from bench.streams import streams_running
 from loadtest.generator import run
 from service.config import Config, set_grpc_environment
 
@@ -68,11 +73,15 @@ def cpu_set(text: str) -> set[int]:
 
 
 def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.Namespace) -> dict:
-    run(scenario.run_config(server.target, WARM_UP_S, args.procs, args.connections))
-    with ResourceWatch(server) as watch:
-        report = run(
-            scenario.run_config(server.target, args.duration, args.procs, args.connections)
-        )
+    # Background streams, when the scenario has them, run beside the warm-up and both tools.
+    with streams_running(server.target, scenario.background_streams or 0) as streams:
+        run(scenario.run_config(server.target, WARM_UP_S, args.procs, args.connections))
+        with ResourceWatch(server) as watch:
+            report = run(
+                scenario.run_config(server.target, args.duration, args.procs, args.connections)
+            )
+        ghz = (run_ghz(scenario, server.target, args.duration, args.client_cpus,
+                       args.connections) if ghz_available() else None)
     row: dict[str, Any] = {
         "server": server.name, "scenario": scenario.name, "method": scenario.method,
         "rows": scenario.rows, "concurrency": scenario.concurrency,
@@ -85,9 +94,11 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
         "server_peak_rss_mib": watch.peak_rss_bytes / 2**20,
         "status": report.status_counts,
     }
-    if ghz_available():
-        row["ghz"] = run_ghz(scenario, server.target, args.duration, args.client_cpus,
-                             args.connections)
+    if scenario.background_streams is not None:
+        row["background_streams"] = streams.streams
+        row["background_stream_rows_per_s"] = streams.rows_per_s
+    if ghz is not None:
+        row["ghz"] = ghz
     print(f"  {server.name:19s} {scenario.name:24s} {row['rps']:9,.0f} req/s  "
           f"p50 {row['p50_s'] * 1e3:7.2f} ms  p99 {row['p99_s'] * 1e3:7.2f} ms  "
           f"server cpu {watch.cpu_s / report.total_s:4.0%}  "
@@ -96,9 +107,9 @@ def measure_scenario(server: RunningServer, scenario: Scenario, args: argparse.N
 
 
 def runs_on(scenario: Scenario, server: str, services: set[str]) -> bool:
-    """Whether `scenario` runs on `server`: the latent-space ones on the service alone, as the
-    floors answer Sample and Encode only."""
-    return server in services or not scenario.latent
+    """Whether `scenario` runs on `server`: the latent-space, streaming and beside-streams ones
+    on the service alone, as the floors answer unary Sample and Encode only."""
+    return server in services or not scenario.service_only
 
 
 def measure_round(running: list[RunningServer], version_dir: Path, args: argparse.Namespace,

@@ -19,6 +19,9 @@ THREAD_POOL_FLOOR = "floor, thread pool"
 REFERENCE = "floor + onnxruntime"
 # Per round, by scenario name: onnxruntime in-process on a latent-space scenario's rows.
 LATENT_IN_PROCESS = "latent_in_process_rows_per_s"
+# Unary Sample's p99 with SampleStream calls running beside it, against the same load alone.
+BESIDE_STREAMS = "unary_beside_streams"
+STREAM_CHUNK = 1024  # the SampleStream scenarios' chunk size: the batch they are held against
 
 
 def find(results: dict, server: str, scenario: str) -> dict:
@@ -73,6 +76,15 @@ def check_targets(results: dict) -> list[dict]:
                       samples_per_s("batching on", scenario), limits[rows], goal, True,
                       samples_per_s(REFERENCE, scenario) / limits[rows])]
 
+    def stream_against_onnxruntime(dtype: str, goal: float) -> list[dict]:
+        scenario = f"SampleStream chunk {STREAM_CHUNK}, {dtype}"
+        if scenario not in run:
+            return []
+        # No ceiling: the floor + onnxruntime server does not stream.
+        return [ratio(f"SampleStream chunk {STREAM_CHUNK} {dtype} rows/s vs onnxruntime batch "
+                      f"{STREAM_CHUNK}", samples_per_s("batching on", scenario),
+                      limits[STREAM_CHUNK], goal, True)]
+
     def uint8_against_float32(rows: int) -> list[dict]:
         uint8, float32 = f"Sample count {rows}, c=4, UINT8", f"Sample count {rows}, c=4"
         if not {uint8, float32} <= run:
@@ -92,6 +104,9 @@ def check_targets(results: dict) -> list[dict]:
     for rows in (1024, 4096):
         targets += against_onnxruntime(rows, f"Sample count {rows}, c=4, UINT8", "UINT8 ", 0.9)
         targets += uint8_against_float32(rows)
+    targets += stream_against_onnxruntime("UINT8", 0.9)
+    # Not the issue's: FLOAT32 streams held to unary FLOAT32 Sample 1024's goal.
+    targets += stream_against_onnxruntime("FLOAT32", 0.8)
     return targets
 
 
@@ -121,7 +136,7 @@ def combine_rounds(rounds: list[dict], with_targets: bool = True) -> dict:
                         "met": meets(value, first["goal"], first["at_least"]),
                         "ceiling": None if first["ceiling"] is None else median(ceilings)})
     return {"compute_limit_rows_per_s": limits, "rows": rows, "targets": targets,
-            **combine_latent(rounds)}
+            **combine_latent(rounds), BESIDE_STREAMS: combine_beside_streams(rounds)}
 
 
 def combine_latent(rounds: list[dict]) -> dict:
@@ -148,6 +163,35 @@ def combine_latent(rounds: list[dict]) -> dict:
     return {LATENT_IN_PROCESS: limits_by_name, "latent": latent}
 
 
+def combine_beside_streams(rounds: list[dict]) -> list[dict]:
+    """Unary Sample's p99 with SampleStream calls running beside it (rows with
+    `background_streams` above 0) against the same load alone (0), per server that ran both.
+
+    The ratio, with streams over alone, is taken within each round, from two runs measured back
+    to back; reported are the medians over the rounds and each round's ratio, and the rows per
+    second the background streams got meanwhile.
+    """
+    compared = []
+    for row in rounds[0]["rows"]:
+        if not row.get("background_streams"):
+            continue
+        alone = next(r["scenario"] for r in rounds[0]["rows"]
+                     if r["server"] == row["server"] and r.get("background_streams") == 0
+                     and (r["rows"], r["concurrency"]) == (row["rows"], row["concurrency"]))
+        with_streams = [find(r, row["server"], row["scenario"]) for r in rounds]
+        without = [find(r, row["server"], alone) for r in rounds]
+        ratios = [w["p99_s"] / a["p99_s"] for w, a in zip(with_streams, without, strict=True)]
+        compared.append({
+            "server": row["server"], "scenario": row["scenario"], "alone_scenario": alone,
+            "concurrency": row["concurrency"], "streams": row["background_streams"],
+            "p99_alone_s": median(a["p99_s"] for a in without),
+            "p99_with_streams_s": median(w["p99_s"] for w in with_streams),
+            "ratio": median(ratios), "rounds": ratios,
+            "stream_rows_per_s": median(w["background_stream_rows_per_s"] for w in with_streams),
+        })
+    return compared
+
+
 def combine_rows(rows: list[dict]) -> dict:
     """A server's scenario over the rounds: counts and times summed, rates and latencies the
     median of the rounds', peak RSS the highest."""
@@ -157,6 +201,10 @@ def combine_rows(rows: list[dict]) -> dict:
     for key in ("rps", "samples_per_s", "p50_s", "p90_s", "p99_s"):
         combined[key] = median(row[key] for row in rows)
     combined["server_peak_rss_mib"] = max(row["server_peak_rss_mib"] for row in rows)
+    if "background_stream_rows_per_s" in combined:
+        combined["background_stream_rows_per_s"] = median(
+            row["background_stream_rows_per_s"] for row in rows
+        )
     status: dict[str, int] = {}
     for row in rows:
         for code, count in row["status"].items():
@@ -198,6 +246,15 @@ def print_table(results: dict) -> None:
         rounds = ", ".join(f"{ratio:.2f}" for ratio in row["rounds"])
         print(f"| {row['scenario']} | {row['server']} | {row['rows']} | {row['rows_per_s']:,.0f} | "
               f"{row['in_process_rows_per_s']:,.0f} | {row['ratio']:.2f} | {rounds} |")
+    if results.get(BESIDE_STREAMS):
+        print("\n| unary beside streams | server | p99 ms alone | p99 ms with streams | "
+              "with / alone (median) | rounds | stream rows/s |")
+        print("|---|---|---:|---:|---:|---|---:|")
+    for row in results.get(BESIDE_STREAMS, []):
+        rounds = ", ".join(f"{ratio:.2f}" for ratio in row["rounds"])
+        print(f"| {row['scenario']} | {row['server']} | {row['p99_alone_s'] * 1e3:.2f} | "
+              f"{row['p99_with_streams_s'] * 1e3:.2f} | {row['ratio']:.2f} | {rounds} | "
+              f"{row['stream_rows_per_s']:,.0f} |")
 
 
 def _plain_number(value: float, _position: int) -> str:
@@ -214,8 +271,10 @@ def plot(results: dict, path: Path) -> None:
     and p99 latency against the arrival rate (open loop)."""
     figure, (throughput, latency, open_loop) = plt.subplots(1, 3, figsize=(15, 4), dpi=110)
     for server in (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE):
+        # The runs beside streams (and their baseline) are another comparison: not plotted.
         rows = [r for r in results["rows"]
-                if r["server"] == server and r["method"] == "Sample" and r["rows"] == 1]
+                if r["server"] == server and r["method"] == "Sample" and r["rows"] == 1
+                and "background_streams" not in r]
         closed = [r for r in rows if not r.get("offered_rps")]
         concurrency = [r["concurrency"] for r in closed]
         throughput.plot(concurrency, [r["rps"] for r in closed], marker="o", label=server)

@@ -12,6 +12,9 @@ from loadtest.scenarios.generate import (
     INTERPOLATION_STEPS,
     SCORE_SAMPLES,
     SEED,
+    STREAM_CHUNK_ROWS,
+    STREAM_LOAD,
+    STREAM_ROWS,
     VARIATIONS_COUNT,
     tensor,
 )
@@ -28,6 +31,10 @@ OPEN_LOOP_RATES = (1000, 2000)
 OPEN_LOOP_IN_FLIGHT = 256
 # The latent-space RPCs, alone and under 32 callers, sized as their ghz scenario files.
 LATENT_CONCURRENCY = (1, 32)
+# Unary Sample 1 at this many callers, alone and with this many SampleStream calls running
+# beside it (bench.streams): what streams, whose chunks share the decoder's batcher, cost it.
+BESIDE_STREAMS_CONCURRENCY = 8
+BACKGROUND_STREAMS = 2
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,11 @@ class Scenario:
     # onnxruntime in-process running the same rows (bench.compute.measure_latent).
     encoder_rows: int = 0
     decoder_rows: int = 0
-    output_dtype: str = "FLOAT32"  # Sample's images: FLOAT32 or UINT8
+    output_dtype: str = "FLOAT32"  # Sample's and SampleStream's images: FLOAT32 or UINT8
+    chunk_rows: int = 0  # SampleStream's rows per chunk; `rows` is the whole stream's
+    # The Sample scenarios measured with SampleStream calls in the background: how many (0 for
+    # the same load alone); None for every other scenario.
+    background_streams: int | None = None
 
     @property
     def open_loop(self) -> bool:
@@ -51,6 +62,16 @@ class Scenario:
     @property
     def latent(self) -> bool:
         return self.encoder_rows > 0
+
+    @property
+    def streaming(self) -> bool:
+        return self.method == "SampleStream"
+
+    @property
+    def service_only(self) -> bool:
+        """Whether only the service can run it: the floors answer unary Sample and Encode
+        alone, and the comparison with streams needs streams beside it."""
+        return self.latent or self.streaming or self.background_streams is not None
 
     def encoder_images(self) -> np.ndarray:
         """The held-out digits each call encodes, uint8 (encoder_rows, 784)."""
@@ -61,6 +82,9 @@ class Scenario:
             # FLOAT32 is the default: those requests stay as they were, without the field.
             dtype = {} if self.output_dtype == "FLOAT32" else {"outputDtype": self.output_dtype}
             return {"count": self.rows, **dtype}
+        if self.streaming:
+            return {"count": str(self.rows), "seed": SEED, "chunkRows": self.chunk_rows,
+                    "outputDtype": self.output_dtype}
         if self.method == "Interpolate":
             start, end = (tensor(image[None], "UINT8") for image in self.encoder_images())
             return {"start": {"image": start}, "end": {"image": end},
@@ -119,4 +143,13 @@ SCENARIOS = (
       for c in LATENT_CONCURRENCY),
     *(latent_scenario("Score", f"{SCORE_SAMPLES} samples", 1, SCORE_SAMPLES, c)
       for c in LATENT_CONCURRENCY),
+    # As the ghz file: seeded streams of STREAM_ROWS rows, two at a time; a call is a stream.
+    *(Scenario(f"SampleStream chunk {STREAM_CHUNK_ROWS}, {dtype}", "SampleStream", STREAM_ROWS,
+               STREAM_LOAD["concurrency"], output_dtype=dtype, chunk_rows=STREAM_CHUNK_ROWS)
+      for dtype in ("FLOAT32", "UINT8")),
+    # Back to back, so that the machine's background load touches both alike.
+    Scenario(f"Sample count 1, c={BESIDE_STREAMS_CONCURRENCY}, no streams", "Sample", 1,
+             BESIDE_STREAMS_CONCURRENCY, background_streams=0),
+    Scenario(f"Sample count 1, c={BESIDE_STREAMS_CONCURRENCY}, two streams running", "Sample", 1,
+             BESIDE_STREAMS_CONCURRENCY, background_streams=BACKGROUND_STREAMS),
 )

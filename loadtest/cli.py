@@ -58,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     ghz.add_argument("--cert", help="client certificate (with --key)")
     ghz.add_argument("--key", help="client private key (with --cert)")
     ghz.add_argument("--cname", help="server name to verify the certificate against")
+    ghz.add_argument(
+        "--stream-call-count",
+        type=int,
+        help="server streaming: cancel each stream after this many messages (counted Canceled)",
+    )
+    ghz.add_argument(
+        "--stream-call-duration",
+        help="server streaming: cancel each stream at its first message after this long",
+    )
+    ghz.add_argument(
+        "--count-errors",
+        action="store_true",
+        default=None,
+        help="latency statistics over every call, not only the OK ones",
+    )
     ghz.add_argument("--name", help="a name for the run")
     ghz.add_argument("-O", "--format", choices=("summary", "json", "pretty"), default="summary")
     ghz.add_argument("-o", "--output", help="write the report here instead of stdout")
@@ -93,6 +108,9 @@ def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
             "cname": args.cname,
             "name": args.name,
             "data-file": args.data_file,
+            "stream-call-count": args.stream_call_count,
+            "stream-call-duration": args.stream_call_duration,
+            "count-errors": args.count_errors,
             "import-paths": args.import_paths.split(",") if args.import_paths else None,
         }
     )

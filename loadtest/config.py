@@ -55,6 +55,12 @@ class RunConfig:
     name: str = ""
     procs: int = 1
     slos: tuple[tuple[str, float], ...] = ()  # (statistic, limit in seconds), e.g. ("p99", 0.05)
+    # A server-streaming call is cancelled (and counts as Canceled, as in ghz) once it has
+    # received this many messages, or at its first message this long after it began; 0: never.
+    stream_call_count: int = 0
+    stream_call_duration_s: float = 0.0
+    # Latency statistics over every call, not only the OK ones (ghz's --count-errors).
+    count_errors: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +71,8 @@ class RunConfig:
         for name in ("concurrency", "connections", "procs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.stream_call_count < 0:
+            raise ConfigError("stream-call-count cannot be negative")
         if self.connections > self.concurrency:
             # As ghz refuses it: a connection without a worker would carry nothing.
             raise ConfigError(
@@ -73,7 +81,9 @@ class RunConfig:
             )
         if self.duration_s <= 0 and self.total < 1:
             raise ConfigError("give a total of at least 1 request or a duration")
-        if min(self.duration_s, self.timeout_s, self.rps, self.connect_timeout_s) < 0:
+        durations = (self.duration_s, self.timeout_s, self.connect_timeout_s,
+                     self.stream_call_duration_s)
+        if min(*durations, self.rps) < 0:
             raise ConfigError("durations and rates cannot be negative")
         if self.duration_stop not in DURATION_STOPS:
             raise ConfigError(
@@ -129,6 +139,9 @@ def read_data_file(path: str) -> tuple[Mapping[str, Any], ...]:
 # ghz keys that only change how ghz prints or names things: accepted and not acted on.
 _IGNORED_KEYS = {"format", "output", "cpus", "debug", "keepalive", "skipTLS", "authority"}
 _IGNORED_KEYS |= {"enable-compression", "reflect-metadata", "skipFirst"}
+# ghz regenerates the call data of each message a client-streaming call sends with it: this
+# generator sends no client streams and refuses templated data, so it changes nothing here.
+_IGNORED_KEYS |= {"stream-dynamic-messages"}
 # ghz keys that are accepted only at the value that means "off" or "constant".
 _DEFAULT_ONLY = {
     "load-schedule": "const",
@@ -155,9 +168,13 @@ def settings_from_ghz(raw: Mapping[str, Any]) -> dict[str, Any]:
             settings[key] = bool(value)
         elif key in ("concurrency", "total", "connections", "procs"):
             settings[key] = int(value)
+        elif key == "stream-call-count":
+            settings["stream_call_count"] = int(value)
+        elif key == "count-errors":
+            settings["count_errors"] = bool(value)
         elif key == "rps":
             settings[key] = float(value)
-        elif key in ("duration", "timeout", "connect-timeout"):
+        elif key in ("duration", "timeout", "connect-timeout", "stream-call-duration"):
             settings[key.replace("-", "_") + "_s"] = parse_duration_s(value)
         elif key == "duration-stop":
             settings["duration_stop"] = str(value).lower()  # ghz takes any case

@@ -14,6 +14,12 @@ over the connections, and a connection carries only its own workers' calls. A se
 balances per connection (worker processes sharing a port, a Service's pods) then gets the load
 the way ghz would give it.
 
+A server-streaming method is called as ghz calls it: one call sends the request and reads
+every message to the stream's end, and counts once, by the status the stream ended with; its
+latency runs to that end. ghz's --stream-call-count and --stream-call-duration have the client
+cancel a stream early (as each message arrives, ghz checks whether it has had that many, or
+that long), and such a stream counts as Canceled, as ghz counts it.
+
 A timed run ends as ghz's --duration-stop says: "wait" sends nothing new and lets the calls in
 flight finish; "close" cuts them and counts each as failed, as ghz does when it closes its
 connections under them; "ignore" cuts them and leaves them out of the report.
@@ -105,6 +111,9 @@ class Share:
     metadata: tuple[tuple[str, str], ...]
     index: int  # this process's place among `stride` processes
     stride: int
+    server_streaming: bool = False  # one call reads the whole stream
+    stream_call_count: int = 0  # messages after which a stream is cancelled; 0: none
+    stream_call_duration_s: float = 0.0  # time after which a stream is cancelled; 0: none
 
 
 async def open_channels(share: Share) -> list[grpc.aio.Channel]:
@@ -161,6 +170,10 @@ GO_CODE_NAMES = {
 GO_CODE_NAMES[grpc.StatusCode.CANCELLED.value[0]] = "Canceled"
 GO_CODE_NAMES[grpc.StatusCode.OK.value[0]] = "OK"
 
+# What ghz reports for a stream it cancelled itself (a stream-call-count or -duration reached):
+# gRPC-Go's error for a call whose context was cancelled.
+CANCELLED_BY_STREAM_LIMIT = "rpc error: code = Canceled desc = context canceled"
+
 # What ghz reports for a call whose connection it closed at the end of a timed run: gRPC-Go's
 # read error, less the socket addresses ("read tcp A->B: ") that would split it per connection.
 CUT_AT_DURATION_END = (
@@ -200,17 +213,22 @@ _Call = Callable[[int, int, int], Awaitable[None]]
 
 async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns: int) -> Samples:
     """Send this process's share of the load from `start_ns` (monotonic) on, and record it."""
-    calls = [channel.unary_unary(share.path) for channel in channels]
+    calls: Sequence[grpc.aio.UnaryUnaryMultiCallable | grpc.aio.UnaryStreamMultiCallable] = [
+        channel.unary_stream(share.path) if share.server_streaming
+        else channel.unary_unary(share.path)
+        for channel in channels
+    ]
     timeout = share.timeout_s or None
     metadata = share.metadata or None
     payloads = share.payloads
     recorder = _Recorder()
     ok = grpc.StatusCode.OK.value[0]
     unavailable = grpc.StatusCode.UNAVAILABLE.value[0]
+    cancelled = grpc.StatusCode.CANCELLED.value[0]
     end_ns = start_ns + int(share.duration_s * 1e9) if share.duration_s else 0
     cut_at_end = bool(end_ns) and share.duration_stop != "wait"
-    in_flight: set[grpc.aio.UnaryUnaryCall] = set()
-    cut: set[grpc.aio.UnaryUnaryCall] = set()
+    in_flight: set[grpc.aio.Call] = set()
+    cut: set[grpc.aio.Call] = set()
 
     async def call(worker: int, number: int, start: int) -> None:
         if cut_at_end and time.monotonic_ns() >= end_ns:
@@ -220,7 +238,11 @@ async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns
         )
         in_flight.add(rpc)
         try:
-            await rpc
+            if isinstance(rpc, grpc.aio.UnaryStreamCall):
+                ran_to_its_end = await _read_stream(rpc, share)
+            else:
+                await rpc
+                ran_to_its_end = True
         except grpc.aio.AioRpcError as error:
             code = error.code()
             text = f"rpc error: code = {GO_CODE_NAMES[code.value[0]]} desc = {error.details()}"
@@ -232,7 +254,10 @@ async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns
             if share.duration_stop == "close":
                 recorder.add(start, time.monotonic_ns(), unavailable, CUT_AT_DURATION_END)
         else:
-            recorder.add(start, time.monotonic_ns(), ok, "")
+            if ran_to_its_end:
+                recorder.add(start, time.monotonic_ns(), ok, "")
+            else:
+                recorder.add(start, time.monotonic_ns(), cancelled, CANCELLED_BY_STREAM_LIMIT)
         finally:
             in_flight.discard(rpc)
 
@@ -253,6 +278,25 @@ async def run_share(share: Share, channels: Sequence[grpc.aio.Channel], start_ns
         if cutter:
             cutter.cancel()
     return recorder.samples()
+
+
+async def _read_stream(rpc: grpc.aio.UnaryStreamCall, share: Share) -> bool:
+    """Read a server stream to its end: True when it ended OK (a stream that fails raises as a
+    unary call does), False when the share's stream-call count or duration cancelled it first.
+
+    As in ghz, the limits are checked as each message arrives: a duration is noticed at the
+    first message after it. A stream that ended just before its cancellation counts as ended.
+    """
+    opened_ns = time.monotonic_ns()
+    duration_ns = int(share.stream_call_duration_s * 1e9)
+    received = 0
+    async for _message in rpc:
+        received += 1
+        enough = share.stream_call_count and received >= share.stream_call_count
+        too_long = duration_ns and time.monotonic_ns() - opened_ns >= duration_ns
+        if (enough or too_long) and rpc.cancel():
+            return False
+    return True
 
 
 async def _closed_loop(share: Share, end_ns: int, call: _Call) -> None:

@@ -46,14 +46,14 @@ async def describe(config: RunConfig) -> ResolvedMethod:
         await channel.close()
 
 
-def split(config: RunConfig, path: str, payloads: tuple[bytes, ...]) -> list[Share]:
+def split(config: RunConfig, method: ResolvedMethod, payloads: tuple[bytes, ...]) -> list[Share]:
     """The run cut into one share per process; concurrency and connections spread evenly."""
     procs = min(config.procs, config.concurrency)
     return [
         Share(
             target=config.host,
             security=security_of(config),
-            path=path,
+            path=method.path,
             payloads=payloads,
             concurrency=_part(config.concurrency, procs, index),
             connections=max(1, _part(config.connections, procs, index)),
@@ -66,6 +66,9 @@ def split(config: RunConfig, path: str, payloads: tuple[bytes, ...]) -> list[Sha
             metadata=config.metadata,
             index=index,
             stride=procs,
+            server_streaming=method.descriptor.server_streaming,
+            stream_call_count=config.stream_call_count,
+            stream_call_duration_s=config.stream_call_duration_s,
         )
         for index in range(procs)
     ]
@@ -150,7 +153,7 @@ def run(config: RunConfig) -> Report:
     """Run the load test `config` describes, and return its Report."""
     method = asyncio.run(describe(config))
     payloads = serialize_requests(method.descriptor, config.data)
-    shares = split(config, method.path, payloads)
+    shares = split(config, method, payloads)
     if len(shares) == 1:
         samples, start_ns, end_ns = asyncio.run(_run_here(shares[0]))
     else:

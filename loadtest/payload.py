@@ -15,9 +15,12 @@ def serialize_requests(
 
     The JSON is protobuf's JSON mapping, as ghz reads it: bytes fields in base64, enums by name
     or number, 64-bit integers as strings or numbers, field names as in the .proto or camelCase.
+    A server-streaming method's request is one message, as a unary method's.
     """
-    if method.client_streaming or method.server_streaming:
-        raise ConfigError(f"{method.full_name} is a streaming method; only unary calls are run")
+    if method.client_streaming:
+        raise ConfigError(
+            f"{method.full_name} streams requests; only unary and server-streaming calls are run"
+        )
     request_class = message_factory.GetMessageClass(method.input_type)
     serialized = []
     for index, item in enumerate(data):

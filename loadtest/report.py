@@ -1,7 +1,8 @@
 """A run's results, computed as ghz computes them and printed in ghz's shapes.
 
 As in ghz: the average is over every call; fastest, slowest, the histogram and the latency
-distribution are over the calls that ended OK; a percentile is the nearest-rank value. Durations
+distribution are over the calls that ended OK (over every call with `count_errors`, ghz's
+--count-errors); a percentile is the nearest-rank value. Durations
 in the JSON are integer nanoseconds, status codes carry Go's names ("OK", "Unimplemented").
 Beyond ghz: the 99.9th percentile, and the client's own CPU time.
 """
@@ -53,25 +54,28 @@ class Report:
         return float(self.samples.latency_ns.mean()) / 1e9 if self.count else 0.0
 
     @cached_property
-    def ok_latencies_s(self) -> np.ndarray:
-        """Latencies of the OK calls, sorted, in seconds."""
-        ok = self.samples.status == 0
-        return np.sort(self.samples.latency_ns[ok]) / 1e9
+    def latencies_s(self) -> np.ndarray:
+        """The latencies the statistics are over, sorted, in seconds: the OK calls', or with
+        `count_errors` every call's."""
+        counted = self.samples.latency_ns
+        if not self.config.count_errors:
+            counted = counted[self.samples.status == 0]
+        return np.sort(counted) / 1e9
 
     @property
     def ok_count(self) -> int:
         """Calls that ended OK."""
-        return int(self.ok_latencies_s.size)
+        return int(np.count_nonzero(self.samples.status == 0))
 
     @property
     def fastest_s(self) -> float:
-        """Shortest OK latency (0 without any OK call)."""
-        return float(self.ok_latencies_s[0]) if self.ok_count else 0.0
+        """Shortest counted latency (0 without any)."""
+        return float(self.latencies_s[0]) if self.latencies_s.size else 0.0
 
     @property
     def slowest_s(self) -> float:
-        """Longest OK latency (0 without any OK call)."""
-        return float(self.ok_latencies_s[-1]) if self.ok_count else 0.0
+        """Longest counted latency (0 without any)."""
+        return float(self.latencies_s[-1]) if self.latencies_s.size else 0.0
 
     @property
     def cpu_s(self) -> float:
@@ -84,13 +88,14 @@ class Report:
         return self.config.rps > 0
 
     def percentile_s(self, percentage: float) -> float:
-        """Nearest-rank percentile of the OK latencies, as ghz computes it (0 without data)."""
-        count = self.ok_count
+        """Nearest-rank percentile of the counted latencies, as ghz computes it (0 without
+        data)."""
+        count = self.latencies_s.size
         if not count:
             return 0.0
         rank = round(percentage * count / 100, 9)
         index = int(rank) - 1 if rank == int(rank) else int(rank)
-        return float(self.ok_latencies_s[max(index, 0)])
+        return float(self.latencies_s[max(index, 0)])
 
     @cached_property
     def status_counts(self) -> dict[str, int]:
@@ -110,8 +115,9 @@ class Report:
         return self.count - self.ok_count
 
     def histogram(self) -> list[tuple[float, int, float]]:
-        """ghz's histogram of OK latencies: (bucket mark in s, count, frequency), 11 rows."""
-        latencies = self.ok_latencies_s
+        """ghz's histogram of the counted latencies: (bucket mark in s, count, frequency), 11
+        rows."""
+        latencies = self.latencies_s
         if not latencies.size:
             return []
         fastest, slowest = latencies[0], latencies[-1]
@@ -144,6 +150,9 @@ class Report:
                 "timeout": _ns(config.timeout_s) or None,
                 "data": list(config.data) if len(config.data) > 1 else config.data[0],
                 "metadata": dict(config.metadata) or None,
+                "stream-call-count": config.stream_call_count or None,
+                "stream-call-duration": _ns(config.stream_call_duration_s) or None,
+                "count-errors": config.count_errors or None,
                 "CPUs": self.procs,
             },
             "date": self.date.isoformat(timespec="seconds"),
@@ -158,7 +167,7 @@ class Report:
             "latencyDistribution": [
                 {"percentage": p, "latency": _ns(self.percentile_s(p))}
                 for p in PERCENTILES
-                if self.ok_count
+                if self.latencies_s.size
             ],
             "histogram": [
                 {"mark": mark, "count": n, "frequency": frequency}
@@ -214,7 +223,7 @@ class Report:
         lines += [
             f"  {p:g} % in {format_duration(self.percentile_s(p))} "
             for p in PERCENTILES
-            if self.ok_count
+            if self.latencies_s.size
         ]
         lines.append("")
         if self.status_counts:

@@ -30,10 +30,14 @@ def slow_server() -> Iterator[StartSlowServer]:
         stall_after_s: float = 0,
         stall_s: float = 0,
         tls_flags: tuple[str, ...] = (),
+        stream_messages: int = 4,
+        stream_abort_after: int = 0,
     ) -> str:
         server = subprocess.Popen(
             [sys.executable, str(SLOW_SERVER), f"--delay-ms={delay_ms}"]
-            + [f"--stall-after-s={stall_after_s}", f"--stall-s={stall_s}", *tls_flags],
+            + [f"--stall-after-s={stall_after_s}", f"--stall-s={stall_s}", *tls_flags]
+            + [f"--stream-messages={stream_messages}"]
+            + [f"--stream-abort-after={stream_abort_after}"],
             stdout=subprocess.PIPE,
             text=True,
         )

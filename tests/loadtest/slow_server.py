@@ -1,5 +1,8 @@
 """A grpc.aio server for the load generator's tests: `/vae.v1.VAEService/Sample` answers an
-empty SampleResponse after `--delay-ms`; every other method is UNIMPLEMENTED.
+empty SampleResponse after `--delay-ms`; `/vae.v1.VAEService/SampleStream` sends
+`--stream-messages` empty SampleChunks, each after `--delay-ms`, and with
+`--stream-abort-after K` ends with UNAVAILABLE after K of them instead, as a replica that shuts
+down mid-stream does; every other method is UNIMPLEMENTED.
 
 With `--stall-after-s A --stall-s S`, the first call that arrives A seconds or more after the
 first call blocks the whole event loop for S seconds, as a long GC pause or a blocking call in
@@ -7,9 +10,9 @@ a handler would: every call in flight and every call arriving meanwhile waits.
 
 With `--tls-cert` and `--tls-key` it serves TLS; with `--client-ca` too, mutual TLS.
 
-It keeps count of the Sample calls per connection (gRPC's peer address, one per TCP connection):
-`/slowserver.Peers/Get` answers, as JSON bytes, each peer's calls and the most it had in flight
-at once.
+It keeps count of the Sample and SampleStream calls per connection (gRPC's peer address, one
+per TCP connection): `/slowserver.Peers/Get` answers, as JSON bytes, each peer's calls and the
+most it had in flight at once.
 
 Run as `python tests/loadtest/slow_server.py [flags]`; it prints `PORT <n>` once serving and
 stops on SIGTERM.
@@ -20,13 +23,14 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 
 
 class Peers:
-    """Per peer (connection): Sample calls, calls in flight now, and the most in flight."""
+    """Per peer (connection): calls, calls in flight now, and the most in flight."""
 
     def __init__(self) -> None:
         self.by_peer: dict[str, dict[str, int]] = {}
@@ -72,6 +76,28 @@ def sample_handler(
     return grpc.unary_unary_rpc_method_handler(sample)
 
 
+def sample_stream_handler(
+    delay_s: float, messages: int, abort_after: int, peers: Peers
+) -> grpc.RpcMethodHandler:
+    """The SampleStream handler: `messages` chunks, one every `delay_s`, or UNAVAILABLE after
+    `abort_after` of them (0: never)."""
+
+    async def sample_stream(
+        request: bytes, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        peers.start(context.peer())
+        try:
+            for sent in range(messages):
+                if abort_after and sent == abort_after:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                await asyncio.sleep(delay_s)
+                yield b""
+        finally:
+            peers.end(context.peer())
+
+    return grpc.unary_stream_rpc_method_handler(sample_stream)
+
+
 def credentials(args: argparse.Namespace) -> grpc.ServerCredentials | None:
     """TLS (mutual with --client-ca) from the flags' PEM files; None for plaintext."""
     if not args.tls_cert:
@@ -89,8 +115,13 @@ async def serve(args: argparse.Namespace) -> None:
     server = grpc.aio.server()
     peers = Peers()
     handler = sample_handler(args.delay_ms / 1000, args.stall_after_s, args.stall_s, peers)
+    stream_handler = sample_stream_handler(
+        args.delay_ms / 1000, args.stream_messages, args.stream_abort_after, peers
+    )
     server.add_generic_rpc_handlers((
-        grpc.method_handlers_generic_handler("vae.v1.VAEService", {"Sample": handler}),
+        grpc.method_handlers_generic_handler(
+            "vae.v1.VAEService", {"Sample": handler, "SampleStream": stream_handler}
+        ),
         grpc.method_handlers_generic_handler("slowserver.Peers", {"Get": peers.handler()}),
     ))
     tls = credentials(args)
@@ -110,6 +141,8 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--stall-after-s", type=float, default=0.0)
     parser.add_argument("--stall-s", type=float, default=0.0)
+    parser.add_argument("--stream-messages", type=int, default=4)
+    parser.add_argument("--stream-abort-after", type=int, default=0)
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--client-ca")

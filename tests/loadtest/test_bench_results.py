@@ -2,7 +2,9 @@
 
 import pytest
 
+from bench.__main__ import runs_on
 from bench.results import FLOOR, REFERENCE, THREAD_POOL_FLOOR, check_targets, combine_rounds
+from bench.scenarios import SCENARIOS as BENCH_SCENARIOS
 from bench.scenarios import Scenario
 
 SERVERS = (FLOOR, THREAD_POOL_FLOOR, "batching on", "batching off", REFERENCE)
@@ -127,8 +129,9 @@ def test_rounds_without_latent_scenarios_keep_the_results_format():
     combined = combine_rounds(rounds)
 
     assert set(combined) == {"compute_limit_rows_per_s", "rows", "targets",
-                             "latent_in_process_rows_per_s", "latent"}
+                             "latent_in_process_rows_per_s", "latent", "unary_beside_streams"}
     assert combined["latent"] == [] and combined["latent_in_process_rows_per_s"] == {}
+    assert combined["unary_beside_streams"] == []
     assert [t["target"] for t in combined["targets"]] == [
         t["target"] for t in check_targets(rounds[0])
     ]
@@ -192,3 +195,93 @@ def test_uint8_is_held_against_onnxruntime_at_its_own_batch_and_against_float32(
     assert target(combined, "Sample 4096 @ c=4 UINT8 vs FLOAT32")["ratio"] == pytest.approx(1.9)
     smaller = target(combined, "Sample 1024 @ c=4 UINT8 vs FLOAT32")
     assert smaller["ratio"] == pytest.approx(1.2) and smaller["met"]
+
+
+def service_row(scenario: str, rows: int, rate_rows_per_s: float, p99_s: float = 0.02,
+                server: str = "batching on", concurrency: int = 2, **extra) -> dict:
+    """A row of a scenario that runs on the service alone."""
+    return {
+        "server": server, "scenario": scenario, "method": "Sample", "rows": rows,
+        "concurrency": concurrency, "count": 10, "ok": 10, "rps": rate_rows_per_s / rows,
+        "samples_per_s": rate_rows_per_s, "p50_s": p99_s / 2, "p90_s": p99_s, "p99_s": p99_s,
+        "client_cpu_s": 1.0, "server_cpu_s": 2.0, "wall_s": 2.0, "server_peak_rss_mib": 100.0,
+        "status": {"OK": 10}, **extra,
+    }
+
+
+def test_streams_are_held_against_onnxruntime_at_their_chunk_size_within_each_round():
+    # Round 2 is slower all round; the ratio is taken within it.
+    rounds = []
+    for uint8, float32, limit in ((180_000, 150_000, 200_000), (90_000, 70_000, 100_000),
+                                  (170_000, 160_000, 200_000)):
+        rows = [service_row("SampleStream chunk 1024, UINT8", 50_000, uint8),
+                service_row("SampleStream chunk 1024, FLOAT32", 50_000, float32),
+                service_row("SampleStream chunk 1024, UINT8", 50_000, 1000.0,
+                            server="batching off")]
+        limits = {"decoder": {1: 1.0, 1024: limit}, "encoder": {1024: 1.0}}
+        rounds.append({"compute_limit_rows_per_s": limits, "rows": rows})
+    combined = combine_rounds(rounds)
+
+    assert [t["target"] for t in combined["targets"]] == [
+        "SampleStream chunk 1024 UINT8 rows/s vs onnxruntime batch 1024",
+        "SampleStream chunk 1024 FLOAT32 rows/s vs onnxruntime batch 1024",
+    ]
+    uint8 = target(combined, "SampleStream chunk 1024 UINT8")
+    assert uint8["rounds"] == pytest.approx([0.9, 0.9, 0.85])
+    assert uint8["ratio"] == pytest.approx(0.9) and uint8["met"]
+    assert uint8["goal"] == 0.9 and uint8["at_least"] and uint8["ceiling"] is None
+    float32 = target(combined, "SampleStream chunk 1024 FLOAT32")
+    assert float32["rounds"] == pytest.approx([0.75, 0.7, 0.8])
+    assert float32["ratio"] == pytest.approx(0.75) and not float32["met"]
+
+
+def beside_streams_round(alone_p99_s: float, with_streams_p99_s: float,
+                         stream_rows_per_s: float) -> dict:
+    """A round of unary Sample 1 at c=8 alone and beside two streams, on both services."""
+    rows = []
+    for server, slower in (("batching on", 1.0), ("batching off", 3.0)):
+        rows.append(service_row("Sample count 1, c=8, no streams", 1, 1000.0,
+                                alone_p99_s * slower, server, 8, background_streams=0,
+                                background_stream_rows_per_s=0.0))
+        rows.append(service_row("Sample count 1, c=8, two streams running", 1, 500.0,
+                                with_streams_p99_s * slower, server, 8, background_streams=2,
+                                background_stream_rows_per_s=stream_rows_per_s))
+    return {"compute_limit_rows_per_s": {"decoder": {1: 1.0}, "encoder": {1: 1.0}},
+            "rows": rows}
+
+
+def test_unary_p99_beside_streams_is_a_ratio_within_each_round():
+    rounds = [beside_streams_round(0.010, 0.030, 100_000),
+              beside_streams_round(0.020, 0.040, 60_000),
+              beside_streams_round(0.010, 0.025, 90_000)]
+    combined = combine_rounds(rounds, with_targets=False)
+
+    on, off = combined["unary_beside_streams"]
+    assert (on["server"], off["server"]) == ("batching on", "batching off")
+    assert on["scenario"] == "Sample count 1, c=8, two streams running"
+    assert on["alone_scenario"] == "Sample count 1, c=8, no streams"
+    assert (on["concurrency"], on["streams"]) == (8, 2)
+    assert on["rounds"] == pytest.approx([3.0, 2.0, 2.5])
+    assert on["ratio"] == pytest.approx(2.5)  # the median ratio, not the medians' ratio (3.0)
+    assert on["p99_alone_s"] == pytest.approx(0.010)
+    assert on["p99_with_streams_s"] == pytest.approx(0.030)
+    assert on["stream_rows_per_s"] == 90_000
+    assert off["ratio"] == pytest.approx(2.5)
+    row = next(r for r in combined["rows"]
+               if r["server"] == "batching on" and r.get("background_streams") == 2)
+    assert row["background_stream_rows_per_s"] == 90_000
+
+
+def test_streaming_and_beside_streams_scenarios_run_on_the_service_alone():
+    services = {"batching on", "batching off"}
+    by_name = {scenario.name: scenario for scenario in BENCH_SCENARIOS}
+    for name in ("SampleStream chunk 1024, UINT8", "SampleStream chunk 1024, FLOAT32",
+                 "Sample count 1, c=8, no streams", "Sample count 1, c=8, two streams running"):
+        assert runs_on(by_name[name], "batching on", services)
+        assert not runs_on(by_name[name], FLOOR, services)
+        assert not runs_on(by_name[name], REFERENCE, services)
+    assert runs_on(by_name["Sample count 1, c=8"], FLOOR, services)
+    stream = by_name["SampleStream chunk 1024, UINT8"].run_config("127.0.0.1:1", 1.0, 1)
+    assert stream.call == "vae.v1.VAEService.SampleStream"
+    assert stream.data == ({"count": "50000", "seed": "7", "chunkRows": 1024,
+                            "outputDtype": "UINT8"},)

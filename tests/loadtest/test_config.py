@@ -67,6 +67,25 @@ def test_an_unknown_duration_stop_flag_cannot_run(tmp_path, capsys) -> None:
     assert "duration-stop must be one of close, wait, ignore" in capsys.readouterr().err
 
 
+def test_ghzs_stream_settings_are_read_from_the_file_and_the_flags(tmp_path) -> None:
+    path = write_config(
+        tmp_path,
+        **{"stream-call-count": 3, "stream-call-duration": "500ms", "count-errors": True},
+        **{"stream-dynamic-messages": True},  # changes client streams only: none are sent
+    )
+    config = load_config(path)
+    assert (config.stream_call_count, config.stream_call_duration_s) == (3, 0.5)
+    assert config.count_errors
+    flags = ["--config", write_config(tmp_path), "--stream-call-count", "2"]
+    flags += ["--stream-call-duration", "1s", "--count-errors"]
+    config = config_from_args(build_parser().parse_args(flags))
+    assert (config.stream_call_count, config.stream_call_duration_s) == (2, 1.0)
+    assert config.count_errors
+    unset = config_from_args(build_parser().parse_args(["--config", write_config(tmp_path)]))
+    assert (unset.stream_call_count, unset.stream_call_duration_s) == (0, 0.0)
+    assert not unset.count_errors
+
+
 @pytest.mark.parametrize(
     ("flags", "missing"),
     [
@@ -97,6 +116,8 @@ def test_call_data_can_come_from_a_file(tmp_path) -> None:
         ({"concurrency": 0}, "concurrency must be at least 1"),
         ({"cert": "client.pem"}, "--cert and --key go together"),
         ({"duration-stop": "drain"}, "duration-stop must be one of close, wait, ignore"),
+        ({"stream-call-count": -1}, "stream-call-count cannot be negative"),
+        ({"stream-interval": "10ms"}, "not supported"),
     ],
 )
 def test_settings_this_generator_cannot_honour_are_refused(tmp_path, settings, message) -> None:

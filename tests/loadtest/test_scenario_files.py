@@ -12,7 +12,13 @@ from vae.v1 import vae_pb2
 from loadtest.config import read_ghz_config
 from loadtest.payload import serialize_requests
 from loadtest.scenarios import scenario_files
-from loadtest.scenarios.generate import HELD_OUT, write_scenarios
+from loadtest.scenarios.generate import (
+    HELD_OUT,
+    STREAM_CHUNK_ROWS,
+    STREAM_LOAD,
+    STREAM_ROWS,
+    write_scenarios,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "mnist10k.npz"
 SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VAEService"]
@@ -23,8 +29,8 @@ def test_every_scenario_of_the_issue_is_shipped() -> None:
     configs = [json.loads(path.read_text()) for path in FILES]
     calls = [config["call"] for config in configs]
     samples = [c["data"] for c in configs if c["call"].endswith(".Sample")]
-    methods = ("Decode", "Encode", "Reconstruct", *["Sample"] * 4, "Interpolate", "Variations",
-               "Score")
+    methods = ("Decode", "Encode", "Reconstruct", *["Sample"] * 4, "SampleStream", "Interpolate",
+               "Variations", "Score")
     assert sorted(calls) == sorted(f"vae.v1.VAEService.{m}" for m in methods)
     # Each count in FLOAT32 (the default) and in UINT8.
     assert sorted((d["count"], d.get("outputDtype", "FLOAT32")) for d in samples) == [
@@ -114,3 +120,17 @@ def test_the_uint8_files_ask_for_uint8_images(stem: str) -> None:
     settings = read_ghz_config(FILES[0].parent / f"{stem}.json")
     (request,) = serialize_requests(SERVICE.methods_by_name["Sample"], settings["data"])
     assert vae_pb2.SampleRequest.FromString(request).output_dtype == vae_pb2.UINT8
+
+
+def test_the_stream_file_reads_a_seeded_uint8_dataset_in_full_chunks() -> None:
+    settings = read_ghz_config(FILES[0].parent / "sample-stream.json")
+    method = SERVICE.methods_by_name["SampleStream"]
+    assert method.server_streaming  # ghz counts one call per stream, read to its end
+    (raw,) = serialize_requests(method, settings["data"])
+    request = vae_pb2.SampleStreamRequest.FromString(raw)
+    assert (request.count, request.chunk_rows) == (STREAM_ROWS, STREAM_CHUNK_ROWS)
+    assert request.output_dtype == vae_pb2.UINT8
+    assert request.HasField("seed") and request.start_index == 0
+    assert (settings["concurrency"], settings["total"]) == tuple(STREAM_LOAD.values())
+    # Streams long enough that their rate is the steady one: many chunks each.
+    assert STREAM_ROWS // STREAM_CHUNK_ROWS >= 40
