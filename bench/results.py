@@ -29,16 +29,16 @@ def find(results: dict, server: str, scenario: str) -> dict:
 
 
 def check_targets(results: dict) -> list[dict]:
-    """The issue's targets, as ratios from one round, in which all were measured close in time.
+    """The targets, as ratios from one round, in which all were measured close in time.
 
     The targets that compare the service with something that does only part of its work also
     get their ceiling, measured in the same round: the ratio reached by the floor server
     running the graph in its handler, a service with no overhead of its own on the same core.
     A goal beyond its ceiling cannot be met by tuning the service.
 
-    The service does not run on grpc.aio, the floor the issue names, but on grpcio's
+    The service does not run on grpc.aio, the floor the targets were set against, but on grpcio's
     thread-pool server: the first two targets are also given against that floor, with the same
-    goals, as a stricter reading. A target whose scenarios were not run (`--only`) is left out.
+    goals, as a stricter reading. A target whose scenarios were not run (`--scenarios`) is left out.
     """
     limits = results["compute_limit_rows_per_s"]["decoder"]
     run = {row["scenario"] for row in results["rows"]}
@@ -89,7 +89,8 @@ def check_targets(results: dict) -> list[dict]:
         uint8, float32 = f"Sample count {rows}, c=4, UINT8", f"Sample count {rows}, c=4"
         if not {uint8, float32} <= run:
             return []
-        # Not the issue's: UINT8 responses, a quarter of the bytes, must not be slower.
+        # Our own goal besides the one against onnxruntime: UINT8 responses, a quarter of the
+        # bytes, must not be slower.
         return [ratio(f"Sample {rows} @ c=4 UINT8 vs FLOAT32 (samples/s)",
                       samples_per_s("batching on", uint8), samples_per_s("batching on", float32),
                       1.0, True)]
@@ -105,7 +106,7 @@ def check_targets(results: dict) -> list[dict]:
         targets += against_onnxruntime(rows, f"Sample count {rows}, c=4, UINT8", "UINT8 ", 0.9)
         targets += uint8_against_float32(rows)
     targets += stream_against_onnxruntime("UINT8", 0.9)
-    # Not the issue's: FLOAT32 streams held to unary FLOAT32 Sample 1024's goal.
+    # Our own goal: FLOAT32 streams held to unary FLOAT32 Sample 1024's goal.
     targets += stream_against_onnxruntime("FLOAT32", 0.8)
     return targets
 

@@ -1,4 +1,4 @@
-"""What the benchmark sends: the issue's scenarios, as load-generator run configurations."""
+"""What the benchmark sends: its scenarios, as load-generator run configurations."""
 
 from __future__ import annotations
 
