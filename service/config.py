@@ -100,6 +100,13 @@ class Config:
     max_chunk_rows: int = _setting(
         1024, "Largest rows per SampleStream chunk; also the default chunk size."
     )
+    # A stream holds a handler thread from its first chunk to its last, also while its reader
+    # stalls; without a cap, enough streams would leave no thread for unary calls.
+    max_streams: int = _setting(
+        8,
+        "SampleStreams one worker runs at once; further ones get RESOURCE_EXHAUSTED. Below "
+        "VAE_HANDLER_THREADS, so that unary calls always keep threads.",
+    )
     handler_threads: int = _setting(
         32,
         "Threads that run calls; also the most calls a batch can gather. Further calls wait "
@@ -146,7 +153,7 @@ class Config:
                 raise ConfigError(f"{env_name(name)} must be a port number 0..65535")
         for name in (
             "max_batch_size", "max_queue", "max_request_rows", "workers", "intra_op_threads",
-            "handler_threads", "max_stream_rows", "max_chunk_rows",
+            "handler_threads", "max_stream_rows", "max_chunk_rows", "max_streams",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{env_name(name)} must be at least 1")
@@ -165,6 +172,12 @@ class Config:
                 f"{env_name('max_queue')} ({self.max_queue}) must be at least "
                 f"{env_name('max_chunk_rows')} ({self.max_chunk_rows}), "
                 "or the largest stream chunks could never be queued"
+            )
+        if self.max_streams >= self.handler_threads:
+            raise ConfigError(
+                f"{env_name('max_streams')} ({self.max_streams}) must be below "
+                f"{env_name('handler_threads')} ({self.handler_threads}), or streams could "
+                "take every thread and leave none for unary calls"
             )
         if not MIN_STREAM_ROWS <= self.max_stream_rows <= MAX_UINT64:
             raise ConfigError(

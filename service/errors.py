@@ -24,6 +24,10 @@ class QueueFull(ServiceError):
     """The batcher already holds as many rows as it may queue."""
 
 
+class TooManyStreams(ServiceError):
+    """The worker already runs as many SampleStreams as it may."""
+
+
 class DeadlineExpired(ServiceError):
     """The caller's deadline passed while the request waited; it was never run."""
 
@@ -41,6 +45,7 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 _STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     CallerGone: grpc.StatusCode.CANCELLED,

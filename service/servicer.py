@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 from vae.v1 import vae_pb2
 
-from service.errors import ShuttingDown
+from service.errors import ShuttingDown, TooManyStreams
 from service.noise import fresh_stream_seed
 from service.pipeline import VAEPipeline
 from service.tensors import images_as
@@ -50,6 +50,7 @@ class StreamSettings:
 
     max_rows: int
     max_chunk_rows: int
+    max_streams: int
     stopping: Callable[[], bool]
 
 
@@ -79,6 +80,7 @@ class VAEServicer:
     def __init__(self, pipeline: VAEPipeline, streams: StreamSettings) -> None:
         self._pipeline = pipeline
         self._streams = streams
+        self._stream_slots = threading.BoundedSemaphore(streams.max_streams)
 
     def Sample(
         self, request: vae_pb2.SampleRequest, context: grpc.ServicerContext
@@ -242,12 +244,37 @@ class VAEServicer:
         self, request: vae_pb2.SampleStreamRequest, context: grpc.ServicerContext
     ) -> Iterator[Response[vae_pb2.SampleChunk]]:
         """Rows start_index .. count - 1 of the dataset, chunk by chunk, every one decoded by
-        the model the stream started on (a roll-out meanwhile does not change its version)."""
+        the model the stream started on (a roll-out meanwhile does not change its version).
+
+        At most `max_streams` run at once: each holds a handler thread until it ends, however
+        slowly its caller reads. The slot is released when the generator finishes, fails or is
+        closed (gRPC drops a stream whose caller has gone)."""
         stream_rows(request.count, request.start_index, self._streams.max_rows)
         chunk_rows = chunk_rows_of(request.chunk_rows, self._streams.max_chunk_rows)
         temperature = temperature_of(request)
         output_dtype = output_dtype_of(request)
         seed = request.seed if request.HasField("seed") else fresh_stream_seed()
+        if not self._stream_slots.acquire(blocking=False):
+            raise TooManyStreams(
+                f"this server already runs {self._streams.max_streams} SampleStreams, its "
+                "limit; retry with backoff"
+            )
+        try:
+            yield from self._stream_chunks(
+                request, seed, chunk_rows, temperature, output_dtype, context
+            )
+        finally:
+            self._stream_slots.release()
+
+    def _stream_chunks(
+        self,
+        request: vae_pb2.SampleStreamRequest,
+        seed: int,
+        chunk_rows: int,
+        temperature: float,
+        output_dtype: vae_pb2.DType.ValueType,
+        context: grpc.ServicerContext,
+    ) -> Iterator[Response[vae_pb2.SampleChunk]]:
         model = self._pipeline.model
         for first in range(request.start_index, request.count, chunk_rows):
             # Set before each chunk, so that however the stream ends, its trailer names the

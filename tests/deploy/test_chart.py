@@ -153,6 +153,7 @@ def test_values_become_the_servers_vae_variables(all_on: Manifests):
     assert environment["VAE_MAX_BATCH_SIZE"] == "128"
     assert environment["VAE_MAX_DELAY_MS"] == "1.5"
     assert environment["VAE_HANDLER_THREADS"] == "16"
+    assert environment["VAE_MAX_STREAMS"] == "4"
     assert environment["VAE_MAX_MESSAGE_BYTES"] == "16777216"
     assert environment["VAE_GRACE_SECONDS"] == "20.5"
     assert environment["VAE_REFLECTION"] == "false"

@@ -10,6 +10,8 @@
   first row it did not send, and the server exits within the grace period.
 - A model roll-out does not change a running stream's version: it finishes on the model it
   started with, while new calls get the new one.
+- At most VAE_MAX_STREAMS run at once: one more gets RESOURCE_EXHAUSTED while unary calls are
+  still answered, and a stream that ends frees its place.
 """
 
 import signal
@@ -207,3 +209,29 @@ def test_a_running_stream_finishes_on_the_version_it_started_with(
         assert np.abs(first - second).max() > 1e-2
     np.testing.assert_array_equal(array(later.latents), array(chunks[0].latents))
     assert not np.allclose(array(later.images), array(chunks[0].images), atol=1e-2)
+
+
+def test_streams_beyond_the_limit_are_refused_and_an_ended_one_frees_its_place(
+    start_vae_server,
+) -> None:
+    server = start_vae_server(VAE_MAX_STREAMS="2")
+    refused = {"grpc_code": "ResourceExhausted", **STREAM}
+    request = vae_pb2.SampleStreamRequest(count=ENDLESS, seed=1, output_dtype=vae_pb2.UINT8)
+    channel, stub = open_stub(server)
+    with channel:
+        running = [stub.SampleStream(request, timeout=120) for _ in range(2)]
+        assert all(next(call).start_index == 0 for call in running)  # both hold their place
+        with pytest.raises(grpc.RpcError) as third:
+            next(stub.SampleStream(request, timeout=30))
+        assert third.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 SampleStreams" in third.value.details()
+        assert server.metric("grpc_server_handled_total", **refused) == 1
+        # Unary calls keep their threads meanwhile.
+        assert stub.Sample(vae_pb2.SampleRequest(count=4, seed=1), timeout=30).images.shape[0] == 4
+        # A stream that ends frees its place for the next one.
+        running.pop().cancel()
+        server.wait_for_metric("grpc_server_handled_total", 1, grpc_code="Canceled", **STREAM)
+        replacement = stub.SampleStream(request, timeout=120)
+        assert next(replacement).start_index == 0
+        replacement.cancel()
+        running[0].cancel()
