@@ -36,6 +36,10 @@ MAX_DEATHS, DEATH_WINDOW_SECONDS = 5, 60.0
 # After the grace period, how long draining workers may take before they are killed.
 KILL_AFTER_GRACE_SECONDS = 5.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The longest the main thread waits for an event. Its signal handlers run on it, between
+# bytecodes, and a signal that trips while it sleeps (handed to another thread by the kernel,
+# or landing just before it blocks) runs only once it wakes: as in service.server.
+_SIGNAL_CHECK_SECONDS = 0.25
 
 
 class Fleet:
@@ -81,9 +85,11 @@ class Fleet:
                 self._start(index)
             while not (self._stopping and next(self.live(), None) is None):
                 timers = [*self._restart_at.values(), self._kill_at or float("inf")]
-                timeout = min(timers) - time.monotonic()
+                until_next_timer = min(timers) - time.monotonic()
                 try:
-                    event = self._events.get(timeout=max(0.0, min(timeout, 3600.0)))
+                    event = self._events.get(
+                        timeout=max(0.0, min(until_next_timer, _SIGNAL_CHECK_SECONDS))
+                    )
                 except Empty:
                     self._on_timers()
                     continue

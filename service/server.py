@@ -44,6 +44,12 @@ _LINGER_SECONDS = 0.5
 # Streams still open after this, such as load balancers' health Watch calls, are cancelled
 # rather than holding the process for the whole grace period.
 _FLUSH_SECONDS = 2.0
+# How often the main thread, waiting to be stopped, wakes up. Python runs signal handlers on
+# the main thread only, between bytecodes: a signal the kernel hands to another thread, or one
+# that lands just before the main thread blocks, trips its handler while the main thread sleeps
+# on, so an untimed wait could leave a SIGHUP or SIGTERM unhandled (seen: under load, one
+# worker of two missed a SIGHUP sent just after start). Waking up runs any tripped handler.
+_SIGNAL_CHECK_SECONDS = 0.25
 
 
 class Service:
@@ -256,7 +262,8 @@ def run_until_stopped(
         service.reloader.poll_in_background(config.model_poll_seconds, stopping)
     try:
         announce()
-        stopping.wait()
+        while not stopping.wait(_SIGNAL_CHECK_SECONDS):
+            pass
         log.info(
             "draining",
             extra=fields(grace_seconds=config.grace_seconds, in_flight=service.requests.count),

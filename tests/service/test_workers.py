@@ -4,18 +4,20 @@ The supervisor's workers share the gRPC port, each connection served by one of t
 counts every call once whichever worker answered; health says SERVING only while every worker
 is up; a killed worker is restarted while the others serve on, and one that keeps dying stops
 the process; SIGTERM drains every worker and loses no admitted call; SIGHUP rolls every worker
-to the new version.
+to the new version, also when it comes the moment they start serving.
 
 Which worker holds a connection is read from /proc: the worker whose sockets include an
 established one on the gRPC port.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -228,6 +230,52 @@ def test_sighup_rolls_every_worker_to_the_new_version(
     assert server.metric("vae_model_info", version="1") == 0
     assert server.metric("vae_model_info", version="2") == 1
     assert server.metric("vae_model_reload_total", result="success") == 2
+
+
+@contextlib.contextmanager
+def sample_calls_in_a_loop(target: str, connections: int) -> Iterator[list[str]]:
+    """Sample calls, one caller per connection of its own, until the block ends; yields the
+    failures seen (none expected)."""
+    stop, failures = threading.Event(), []
+
+    def call() -> None:
+        with own_connection(target) as channel:
+            stub = vae_pb2_grpc.VAEServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    stub.Sample(vae_pb2.SampleRequest(count=1), timeout=30)
+                except grpc.RpcError as error:
+                    failures.append(f"{error.code().name}: {error.details()}")
+
+    callers = [threading.Thread(target=call, daemon=True) for _ in range(connections)]
+    for caller in callers:
+        caller.start()
+    try:
+        yield failures
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(60)
+
+
+def test_a_sighup_the_moment_every_worker_serves_still_reaches_every_worker(
+    start_vae_server, model_dir, tmp_path
+) -> None:
+    """Python runs signal handlers on the main thread, between bytecodes: a worker whose main
+    thread slept in an untimed wait missed, under load, about every other SIGHUP sent just as
+    it started serving, and stayed on the old version. Several tries, each a fresh server."""
+    for attempt in range(4):
+        root = tmp_path / f"models-{attempt}"
+        copy_version(model_dir, root, "1")
+        server = start_vae_server(wait_serving=False, VAE_WORKERS="2", VAE_MODEL_DIR=str(root))
+        serving = server.wait_for_log("serving", timeout=60)
+        target = f"127.0.0.1:{serving['grpc_port']}"
+        with sample_calls_in_a_loop(target, connections=8) as failures:
+            publish(model_dir, root, "2")
+            server.signal(signal.SIGHUP)
+            rolled_out = server.wait_for_log("model rolled out", timeout=20)
+        assert (rolled_out["model_version"], failures) == ("2", [])
+        assert server.stop() == 0
 
 
 def test_a_worker_failing_at_start_up_stops_the_process_with_exit_1(
