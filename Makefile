@@ -71,7 +71,7 @@ loadtest: $(RUNTIME_STAMP)
 
 bench: $(FULL_STAMP)
 	$(PY) -m bench
-	$(PY) -m bench.workers --out bench/workers.json
+	$(PY) -m bench.workers --client-cpus 1 --out bench/workers.json
 
 soak: $(FULL_STAMP)
 	$(PY) -m bench.soak

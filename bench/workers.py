@@ -4,8 +4,11 @@ For each worker count (VAE_WORKERS, `--workers 1,2`), the server pinned to as ma
 `--server-cpus` as it has workers and the load in this process pinned to `--client-cpus`:
 closed-loop Sample(count=1) callers on several connections for a fixed time give calls/s, the
 server's CPU time per call (every process: supervisor and workers, from its own /metrics) and
-each worker's share of that CPU. Then one process allowed two of the server CPUs against one
-process on one (a process whose threads hop between cores pays for GIL hand-offs). Then, with 2
+each worker's share of that CPU. Then the same worker counts all on the first server CPU:
+what the workers themselves cost per call, apart from any contention with the load for CPUs
+(on two CPUs the load must share one with the second worker). Then one process allowed two of
+the server CPUs against one process on one (a process whose threads hop between cores pays
+for GIL hand-offs). Then, with 2
 workers, one worker is SIGKILLed under load: the calls that failed, by status, and the time
 until every worker serves again. Last, roll-outs by SIGHUP under load: how long the workers
 answered with two versions side by side (the supervisor's `model rolled out` line). Prints one
@@ -231,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                      "client_cpus": cpu_list(args.client_cpus), "cpus": os.cpu_count()},
         "throughput": [throughput(n, set(server_cpus[:n]), args) for n in counts],
     }
+    figures["workers_sharing_one_cpu"] = [throughput(n, {server_cpus[0]}, args) for n in counts]
     if len(server_cpus) >= 2:
         figures["one_process"] = [throughput(1, set(server_cpus[:n]), args) for n in (1, 2)]
     figures["kill_under_load"] = kill_under_load(args)
