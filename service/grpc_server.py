@@ -112,9 +112,9 @@ def create_server(
     It is grpcio's thread-pool server, not grpc.aio's: on one core it answers far more calls
     per second than a grpc.aio server doing nothing at all (make bench measures both), as it
     runs each handler straight through on a pool thread instead of waking the event loop for
-    every step of a call. Each call
-    holds a handler thread while its request waits for a batch, so the pool bounds the calls
-    the server works on at once; calls beyond it wait in gRPC's queue.
+    every step of a call. Each call holds a handler thread while its request waits for a
+    batch, so the pool bounds the calls the server works on at once; calls beyond it wait in
+    gRPC's queue.
 
     Raises ConfigError when a TLS file cannot be read, RuntimeError when the port is taken.
     """
