@@ -100,6 +100,13 @@ class Config:
     max_chunk_rows: int = _setting(
         1024, "Largest rows per SampleStream chunk; also the default chunk size."
     )
+    # The batcher runs rows in arrival order: a unary call queued behind a stream waits for the
+    # piece the stream queued ahead of it. Smaller pieces cost the stream more hand-offs.
+    stream_piece_rows: int = _setting(
+        256,
+        "Rows of a SampleStream chunk that join the decoder's queue at a time; smaller pieces "
+        "let unary calls in sooner. VAE_MAX_CHUNK_ROWS or more: whole chunks.",
+    )
     # A stream holds a handler thread from its first chunk to its last, also while its reader
     # stalls; without a cap, enough streams would leave no thread for unary calls.
     max_streams: int = _setting(
@@ -154,6 +161,7 @@ class Config:
         for name in (
             "max_batch_size", "max_queue", "max_request_rows", "workers", "intra_op_threads",
             "handler_threads", "max_stream_rows", "max_chunk_rows", "max_streams",
+            "stream_piece_rows",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{env_name(name)} must be at least 1")

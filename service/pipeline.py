@@ -71,7 +71,9 @@ class VAEPipeline:
     """The VAE's operations on top of one batcher per graph.
 
     `max_request_rows` and `max_batch_size` are the service's limits, as the servicer checks
-    requests against them and GetModelInfo reports them.
+    requests against them and GetModelInfo reports them. A SampleStream chunk enters the
+    decoder's batcher `stream_piece_rows` rows at a time: the batcher runs rows in arrival
+    order, so a unary call queued behind a stream waits for one piece, not a whole chunk.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class VAEPipeline:
         encoder: Batcher,
         decoder: Batcher,
         max_request_rows: int,
+        stream_piece_rows: int,
         noise: NoiseSource | None = None,
     ) -> None:
         self._models = models
@@ -89,6 +92,7 @@ class VAEPipeline:
         # Each step of an interpolation is one decoded row.
         self.max_interpolation_steps = max_request_rows
         self.max_batch_size = decoder.max_batch_size
+        self._stream_piece_rows = stream_piece_rows
         self._noise = noise if noise is not None else NoiseSource()
 
     @property
@@ -124,10 +128,15 @@ class VAEPipeline:
     ) -> DecodedLatents:
         """Rows first_row .. first_row + rows - 1 of the SampleStream dataset of `seed` and
         `temperature`: each row's latent is a function of the row's index alone
-        (service.noise.stream_latents), decoded in one batcher request."""
+        (service.noise.stream_latents), decoded in batcher requests of at most
+        `stream_piece_rows` rows, one after the other."""
         latents = stream_latents(seed, first_row, rows, model.latent_dim, temperature)
-        (images,) = self._decoder.run(model.decoder, latents, deadline, is_active)
-        return DecodedLatents(images, latents)
+        piece = self._stream_piece_rows
+        images = [
+            self._decoder.run(model.decoder, latents[start:start + piece], deadline, is_active)[0]
+            for start in range(0, rows, piece)
+        ]
+        return DecodedLatents(images[0] if len(images) == 1 else np.concatenate(images), latents)
 
     def encode(
         self, model: Model, images: np.ndarray, seed: int | None, deadline: float | None,

@@ -82,7 +82,11 @@ class Service:
             for graph in ("encoder", "decoder")
         }
         pipeline = VAEPipeline(
-            self.models, self.batchers["encoder"], self.batchers["decoder"], config.max_request_rows
+            self.models,
+            self.batchers["encoder"],
+            self.batchers["decoder"],
+            config.max_request_rows,
+            config.stream_piece_rows,
         )
         self.health = health.HealthServicer()
         self.reloader = ModelReloader(

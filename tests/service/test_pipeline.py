@@ -24,6 +24,7 @@ from service.pipeline import VAEPipeline
 pytestmark = pytest.mark.timeout(60)
 
 MAX_BATCH_SIZE = 64
+STREAM_PIECE_ROWS = 16
 # More rows than a small request that finds the batcher idle may run on its own thread
 # (BatchPolicySettings.inline_max_rows): a request this large always goes through the queue.
 QUEUED_ROWS = 2 * BatchPolicySettings().inline_max_rows
@@ -54,7 +55,8 @@ def batchers() -> Iterator[dict[str, Batcher]]:
 @pytest.fixture
 def pipeline(model: Model, batchers: dict[str, Batcher]) -> VAEPipeline:
     return VAEPipeline(
-        ModelHolder(model), batchers["encoder"], batchers["decoder"], max_request_rows=256
+        ModelHolder(model), batchers["encoder"], batchers["decoder"], max_request_rows=256,
+        stream_piece_rows=STREAM_PIECE_ROWS,
     )
 
 
@@ -142,6 +144,19 @@ def held(model: Model) -> tuple[Model, HeldGraph, HeldGraph]:
     """`model` with both graphs held; the model and its encoder and decoder."""
     encoder, decoder = HeldGraph(model.encoder), HeldGraph(model.decoder)
     return dataclasses.replace(model, encoder=encoder, decoder=decoder), encoder, decoder
+
+
+def test_a_stream_chunk_joins_the_decoders_queue_piece_by_piece_and_keeps_its_rows(
+    pipeline, model
+) -> None:
+    model, _, decoder = held(model)
+    decoder.released.set()
+    chunk = pipeline.sample_rows(model, seed=9, temperature=1.0, first_row=3000, rows=40,
+                                 deadline=None)
+    # One piece after the other: each run holds one piece, never more.
+    assert decoder.runs == [16, 16, 8]
+    (whole,) = model.decoder.run(chunk.latents)
+    np.testing.assert_array_equal(chunk.images, whole)
 
 
 @pytest.mark.parametrize("rows", [1, QUEUED_ROWS], ids=["idle server", "queued"])
