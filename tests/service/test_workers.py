@@ -235,7 +235,8 @@ def test_sighup_rolls_every_worker_to_the_new_version(
 @contextlib.contextmanager
 def sample_calls_in_a_loop(target: str, connections: int) -> Iterator[list[str]]:
     """Sample calls, one caller per connection of its own, until the block ends; yields the
-    failures seen (none expected)."""
+    failures seen (none expected). Not tests.traffic.Traffic: it first asks the server for the
+    reference answers of its calls, which would move the signal past the moment under test."""
     stop, failures = threading.Event(), []
 
     def call() -> None:
